@@ -1,0 +1,152 @@
+"""Tiny random-weight models and checkpoints in the real file layouts (tests and --preset tiny).
+
+Nothing here downloads anything: every model is built from the configs in configs/tiny.yaml with
+a fixed seed, and written exactly where and how the released files are laid out.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint_keys import to_original_dit_state_dict, to_released_control_state_dict
+from .config import load_config
+from .control_branch import LongVieControlBranch
+
+TINY_PRESET = "tiny"
+
+
+def tiny_model_config() -> dict:
+    return load_config(TINY_PRESET)["model"]
+
+
+def make_byte_tokenizer():
+    """A byte-level tokenizer (256 bytes + <pad>=0, </s>=1, <unk>=2) standing in for umT5's.
+
+    It encodes any text (Chinese included) and appends </s>, like T5 tokenizers.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for char in sorted(byte_chars):
+        vocab[char] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=512)
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, scale: float = 0.05) -> None:
+    """Fill every parameter with N(0, scale) (norm weights with 1 + N(0, scale)), in place.
+
+    diffusers zero- or tiny-initialises several tensors; random values everywhere make sure a wrong
+    name mapping or a skipped layer cannot hide behind zeros.
+    """
+    for name, param in module.named_parameters():
+        noise = torch.randn_like(param) * scale
+        param.copy_(noise + 1.0 if "norm" in name and name.endswith("weight") else noise)
+
+
+def build_tiny_transformer(seed: int = 0):
+    from diffusers import WanTransformer3DModel
+
+    config = tiny_model_config()["transformer"]
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    # diffusers initialises the output projection and the scale/shift tables to small values;
+    # randomise everything so that a wrong mapping cannot hide behind zeros.
+    randomize_(transformer)
+    return transformer.eval()
+
+
+def build_tiny_control(transformer, seed: int = 1, zero_adapters: bool = False) -> LongVieControlBranch:
+    depth = tiny_model_config()["control_layers"]
+    torch.manual_seed(seed)
+    control = LongVieControlBranch(**LongVieControlBranch.config_for(transformer.config, depth))
+    if not zero_adapters:
+        randomize_(control)
+    return control.eval()
+
+
+def build_tiny_components(seed: int = 0) -> dict:
+    """Tokenizer, umT5, CLIP vision tower + image processor and VAE of the tiny preset."""
+    from diffusers import AutoencoderKLWan
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    config = tiny_model_config()
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(**config["text_encoder"])).eval()
+    vision = CLIPVisionConfig(**config["image_encoder"])
+    image_encoder = CLIPVisionModel(vision).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": vision.image_size}, crop_size={"height": vision.image_size, "width": vision.image_size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711])
+    vae = AutoencoderKLWan(**config["vae"]).eval()
+    return dict(tokenizer=make_byte_tokenizer(), text_encoder=text_encoder, image_encoder=image_encoder,
+                image_processor=image_processor, vae=vae)
+
+
+def tiny_dit_overlay(transformer, seed: int = 2) -> dict:
+    """A dit.safetensors-style partial state dict (original Wan names): every self-attention tensor,
+    perturbed, as stage-3 training produces."""
+    generator = torch.Generator().manual_seed(seed)
+    partial = {k: v + 0.05 * torch.randn(v.shape, generator=generator)
+               for k, v in transformer.state_dict().items() if ".attn1." in k}
+    return to_original_dit_state_dict(partial)
+
+
+def write_tiny_checkpoints(out_dir, seed: int = 0, zero_control: bool = False,
+                           control_prefix: str = "", max_shard_size: str = "300KB") -> tuple[Path, Path]:
+    """Write a tiny Wan2.1-I2V base folder (diffusers layout) and a LongVie 2 folder.
+
+    Layout::
+
+        out_dir/Wan2.1-I2V-tiny-Diffusers/{model_index.json, transformer/ (sharded safetensors + index),
+                                           vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/}
+        out_dir/LongVie2-tiny/{control.safetensors, dit.safetensors}
+
+    Returns ``(base_dir, longvie_dir)``. Idempotent: an existing complete folder is reused.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    base_dir, longvie_dir = out_dir / "Wan2.1-I2V-tiny-Diffusers", out_dir / "LongVie2-tiny"
+    marker = out_dir / f".complete-{seed}-{int(zero_control)}-{control_prefix or 'noprefix'}"
+    if marker.is_file():
+        return base_dir, longvie_dir
+    base_dir.mkdir(parents=True, exist_ok=True)
+    longvie_dir.mkdir(parents=True, exist_ok=True)
+
+    transformer = build_tiny_transformer(seed)
+    transformer.save_pretrained(base_dir / "transformer", max_shard_size=max_shard_size)
+    components = build_tiny_components(seed)
+    components["vae"].save_pretrained(base_dir / "vae")
+    components["text_encoder"].save_pretrained(base_dir / "text_encoder")
+    components["tokenizer"].save_pretrained(base_dir / "tokenizer")
+    components["image_encoder"].save_pretrained(base_dir / "image_encoder")
+    components["image_processor"].save_pretrained(base_dir / "image_processor")
+    model_index = {
+        "_class_name": "WanImageToVideoPipeline",
+        "image_encoder": ["transformers", "CLIPVisionModel"],
+        "image_processor": ["transformers", "CLIPImageProcessor"],
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    }
+    (base_dir / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+    control = build_tiny_control(transformer, seed + 1, zero_adapters=zero_control)
+    released = to_released_control_state_dict({k: v.contiguous() for k, v in control.state_dict().items()})
+    save_file({control_prefix + k: v for k, v in released.items()}, str(longvie_dir / "control.safetensors"))
+    save_file({k: v.contiguous() for k, v in tiny_dit_overlay(transformer, seed + 2).items()},
+              str(longvie_dir / "dit.safetensors"))
+    marker.write_text("ok\n")
+    return base_dir, longvie_dir

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny checkpoints in the released layouts, and the upstream example when present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_EXAMPLE = REPO.parent / "shared" / "examples" / "ride_horse"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """(base_dir, longvie_dir): a tiny diffusers-layout Wan2.1-I2V folder + control/dit safetensors."""
+    from longvie.testing import write_tiny_checkpoints
+
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("tiny_ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_checkpoints):
+    from longvie.pipeline import LongViePipeline
+
+    return LongViePipeline.from_pretrained(*tiny_checkpoints, torch_dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture
+def ride_horse():
+    if not SHARED_EXAMPLE.is_dir():
+        pytest.skip("../shared/examples/ride_horse is not present")
+    return SHARED_EXAMPLE

@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["longvie", "longvie.*", "utils", "utils.*"]),
+    packages=find_packages(include=["longvie", "longvie.*"]),
     include_package_data=True,
     install_requires=[
         # Lower bounds are the oldest versions this code was tested with.

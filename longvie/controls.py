@@ -238,16 +238,16 @@ def track_colors(
     return np.rint(colors * 255.0).astype(np.uint8)
 
 
-def _min_neighbour_distance(points_xy: np.ndarray, chunk: int = 512) -> float | None:
+def _min_neighbour_distance(points_xy: np.ndarray, chunk: int = 1024) -> float | None:
     """Smallest non-zero distance between two of the points (None when there is no pair)."""
+    points = np.asarray(points_xy, dtype=np.float32)
     best = np.inf
-    for start in range(0, len(points_xy), chunk):
-        block = points_xy[start:start + chunk]
-        dist = np.sqrt(((block[:, None, :] - points_xy[None, :, :]) ** 2).sum(-1))
-        dist = dist[dist > 0]
-        if dist.size:
-            best = min(best, float(dist.min()))
-    return None if np.isinf(best) else best
+    for start in range(0, len(points), chunk):
+        diff = points[start:start + chunk, None, :] - points[None, :, :]
+        squared = np.einsum("ijk,ijk->ij", diff, diff)
+        squared[squared == 0] = np.inf  # the point itself and exact duplicates
+        best = min(best, float(squared.min()))
+    return None if np.isinf(best) else float(np.sqrt(best))
 
 
 def default_point_size(points_xy: np.ndarray, height: int, width: int) -> float:
@@ -260,7 +260,7 @@ def default_point_size(points_xy: np.ndarray, height: int, width: int) -> float:
     Args:
         points_xy: (N, 2) float first-frame positions.
     """
-    spacing = _min_neighbour_distance(np.asarray(points_xy, dtype=np.float64))
+    spacing = _min_neighbour_distance(points_xy)
     if spacing is None:
         return _REFERENCE_HALF_WIDTH * width / _REFERENCE_WIDTH
     return np.floor(spacing) / 2.0

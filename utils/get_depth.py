@@ -1,0 +1,52 @@
+"""Relative depth (disparity) of a WHOLE driving video, saved as one (T, H, W) float32 .npy.
+
+    python utils/get_depth.py VIDEO DEPTH.npy                                   # Depth Anything V2 (hub)
+    python utils/get_depth.py VIDEO DEPTH.npy --vda-checkpoint video_depth_anything_vitl.pth
+
+Then ``utils/depth_npy2mp4.py DEPTH.npy OUT_DIR`` normalises it over the whole video and writes the
+depth clips. T is the number of frames the clips use (1 + 80k; trailing frames that do not fill a
+clip are dropped, with a message), after --frame-step and at the --height/--width working size.
+See :mod:`utils.depth_estimators` for the backends.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from longvie.atomic import atomic_save_npy
+from utils.depth_estimators import add_depth_arguments, depth_estimator_from_args
+from utils.driving_video import add_video_arguments, load_driving_video
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Estimate per-frame relative depth (disparity, large = near) for a whole video -> .npy (T, H, W) float32.")
+    parser.add_argument("video", help="driving video (any format ffmpeg reads)")
+    parser.add_argument("out", help="output .npy path")
+    add_depth_arguments(parser)
+    add_video_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    try:
+        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+        estimator = depth_estimator_from_args(args)
+        disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth", unit="batch"))
+        atomic_save_npy(args.out, disparity)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"saved depth {disparity.shape} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Point-track control videos (SPEC §5): track_00.mp4, track_01.mp4, ... for a driving video.
+
+For every 81-frame clip (clip i = frames 80i..80i+80) a regular grid of points (default 70 x 70 =
+4,900 as in the LongVie 2 paper; upstream's script defaults to 50 x 50, which is what
+shared/examples/ride_horse was made with) is placed on the clip's first frame, tracked through the
+clip, and drawn on black as small squares, one colour per point from its start position: R = x,
+G = y and, when the depth is given, B from the globally normalised depth (far = blue), as upstream.
+Points are drawn far to near, so nearer points cover farther ones.
+
+    python utils/get_track.py VIDEO OUT_DIR [--depth DEPTH.npy] [--grid 70] [--track-backend lk]
+
+``--depth`` takes the whole-video disparity written by get_depth.py (it is normalised over the whole
+video here, exactly as depth_npy2mp4.py does). Pass the same --height/--width/--frame-step as to
+get_depth.py so that both see the same frames.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from longvie.controls import clip_ranges, default_point_size, grid_points, render_tracks, track_colors
+from longvie.video_io import write_video
+from utils.driving_video import add_video_arguments, load_driving_video
+from utils.point_tracking import BACKENDS, build_tracker
+
+
+def sample_at(image: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
+    """Nearest-pixel values of an (H, W) image at (N, 2) (x, y) points -> (N,)."""
+    height, width = image.shape[:2]
+    cols = np.clip(np.rint(points_xy[:, 0]), 0, width - 1).astype(np.int64)
+    rows = np.clip(np.rint(points_xy[:, 1]), 0, height - 1).astype(np.int64)
+    return image[rows, cols]
+
+
+def render_clip_tracks(
+    frames: np.ndarray,
+    tracker: Callable,
+    grid: int = 70,
+    depth_grey: np.ndarray | None = None,
+    point_size: float | None = None,
+) -> np.ndarray:
+    """Track a grid from frame 0 of one clip and draw it.
+
+    Args:
+        frames: (T, H, W, 3) uint8 clip.
+        tracker: see :mod:`utils.point_tracking`.
+        depth_grey: optional (H, W) uint8 globally normalised depth of the clip's first frame
+            (0 = near); colours B by depth and draws far points first.
+
+    Returns:
+        (T, H, W, 3) uint8 track video.
+    """
+    height, width = frames.shape[1:3]
+    points = grid_points(height, width, grid)
+    depth = None if depth_grey is None else sample_at(depth_grey, points).astype(np.float64) / 255.0
+    colors = track_colors(points, height, width, depth)
+    tracks, visible = tracker(frames, points)
+    if depth is not None:
+        far_first = np.argsort(-depth, kind="stable")
+        tracks, visible, colors = tracks[:, far_first], visible[:, far_first], colors[far_first]
+    if point_size is None:  # from the full grid, so that points lost at frame 0 do not change it
+        point_size = default_point_size(points, height, width)
+    return render_tracks(tracks, visible, colors, height, width, point_size=point_size)
+
+
+def write_track_clips(
+    frames: np.ndarray,
+    out_dir: str | Path,
+    tracker: Callable,
+    grid: int = 70,
+    depth_grey: np.ndarray | None = None,
+    point_size: float | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[Path]:
+    """Write track_XX.mp4 (16 fps, H.264) for every clip of ``frames``.
+
+    Args:
+        frames: (T, H, W, 3) uint8 driving video, T = 1 + 80k.
+        depth_grey: optional (T, H, W) uint8 globally normalised depth of the same frames.
+
+    Returns:
+        The written paths, in clip order.
+    """
+    if depth_grey is not None and depth_grey.shape != frames.shape[:3]:
+        raise ValueError(f"depth {depth_grey.shape} does not match the frames {frames.shape[:3]}; "
+                         "compute both from the same video with the same --height/--width/--frame-step")
+    out_dir = Path(out_dir)
+    ranges = clip_ranges(len(frames))
+    paths = []
+    for index, (start, end) in enumerate(progress(ranges) if progress else ranges):
+        video = render_clip_tracks(frames[start:end], tracker, grid,
+                                   None if depth_grey is None else depth_grey[start], point_size)
+        paths.append(write_video(out_dir / f"track_{index:02d}.mp4", video, fps=16))
+    return paths
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Render point-track control videos track_XX.mp4 (one per 81-frame clip) for a driving video.")
+    parser.add_argument("video", help="driving video (any format ffmpeg reads)")
+    parser.add_argument("out_dir", help="output folder for track_00.mp4, track_01.mp4, ...")
+    parser.add_argument("--depth", default=None,
+                        help="whole-video disparity .npy from get_depth.py, for depth-aware colours (optional)")
+    parser.add_argument("--grid", type=int, default=70, help="points per side (default 70 = 4,900 points, as the paper)")
+    parser.add_argument("--track-backend", choices=BACKENDS, default="lk",
+                        help="lk: OpenCV Lucas-Kanade, weight-free (default); cotracker: CoTracker3 via torch.hub")
+    parser.add_argument("--point-size", type=float, default=None,
+                        help="square half-width in px (default: half the grid spacing, as upstream)")
+    parser.add_argument("--device", default=None, help="torch device for cotracker (default: cuda when available)")
+    add_video_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from utils.depth_npy2mp4 import load_disparity, normalize_depth_for_clips
+
+    try:
+        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+        depth_grey = None
+        if args.depth:
+            depth_grey = normalize_depth_for_clips(load_disparity(args.depth), source=args.depth)
+            depth_grey = depth_grey[: len(frames)]
+        tracker = build_tracker(args.track_backend, args.device)
+        paths = write_track_clips(frames, args.out_dir, tracker, args.grid, depth_grey, args.point_size,
+                                  progress=lambda it: tqdm(it, desc="tracks", unit="clip"))
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(paths)} track video(s) to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

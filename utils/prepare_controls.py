@@ -1,0 +1,154 @@
+"""One command from a driving video to a ready LongVie condition folder.
+
+    python utils/prepare_controls.py VIDEO OUT [--vda-checkpoint video_depth_anything_vitl.pth]
+                                     [--caption-model Qwen/Qwen2.5-VL-7B-Instruct]
+
+writes
+    OUT/first.png                  the first frame (the sampler's input image; edit it if you like)
+    OUT/depth_00.mp4 ...           globally normalised depth clips (near = dark), 81 frames, 16 fps
+    OUT/track_00.mp4 ...           point-track clips on black, 81 frames, 16 fps
+    OUT/cond.json                  [{"text", "depth", "track"}, ...] one object per clip, paths relative
+
+Clip i covers frames 80i..80i+80; trailing frames that do not fill a clip are dropped (reported).
+Without --caption-model every "text" is a placeholder that you must replace with a description of
+the clip before sampling. With --depth-npy (a disparity you already have, e.g. from a renderer)
+no depth model is needed, and the default tracker (lk) needs no weights either.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from longvie.atomic import atomic_path, atomic_save_npy, atomic_write_json
+from longvie.controls import clip_ranges
+from utils.depth_estimators import add_depth_arguments, depth_estimator_from_args
+from utils.driving_video import add_video_arguments, load_driving_video
+from utils.point_tracking import BACKENDS as TRACK_BACKENDS
+
+PLACEHOLDER_CAPTION = ("PLACEHOLDER for clip {index}: replace this text with a description of the clip "
+                       "(scene, subjects, motion, camera) before sampling.")
+
+
+def placeholder_captions(count: int) -> list[str]:
+    return [PLACEHOLDER_CAPTION.format(index=i) for i in range(count)]
+
+
+def save_png(path: Path, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(frame).save(tmp, format="PNG")
+
+
+def disparity_from_file(path: str | Path, frames: np.ndarray) -> np.ndarray:
+    """A precomputed (T, H, W) disparity for ``frames``, resized to their size when it differs.
+
+    Raises:
+        ValueError: it has fewer frames than the clips use.
+    """
+    import cv2
+
+    from utils.depth_npy2mp4 import load_disparity
+
+    disparity = load_disparity(path)
+    if len(disparity) < len(frames):
+        raise ValueError(f"{path}: {len(disparity)} depth frames, but the clips use {len(frames)} video frames; "
+                         "compute the depth from the same video with the same --frame-step")
+    disparity = disparity[: len(frames)]
+    height, width = frames.shape[1:3]
+    if disparity.shape[1:] == (height, width):
+        return np.asarray(disparity, dtype=np.float32)
+    return np.stack([cv2.resize(np.asarray(d, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+                     for d in disparity])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Driving video -> LongVie condition folder: first.png, depth_XX.mp4, track_XX.mp4, cond.json.")
+    parser.add_argument("video", help="driving video (any format ffmpeg reads), at least 81 frames")
+    parser.add_argument("out", help="output folder")
+    add_video_arguments(parser)
+    add_depth_arguments(parser)
+    parser.add_argument("--depth-npy", default=None,
+                        help="use this (T, H, W) disparity .npy (large = near) instead of running a depth model")
+    parser.add_argument("--save-depth-npy", action="store_true", help="also keep the raw disparity as OUT/depth.npy")
+    tracks = parser.add_argument_group("point tracks")
+    tracks.add_argument("--track-backend", choices=TRACK_BACKENDS, default="lk",
+                        help="lk: OpenCV Lucas-Kanade, weight-free (default); cotracker: CoTracker3 via torch.hub")
+    tracks.add_argument("--grid", type=int, default=70, help="points per side (default 70 = 4,900, as the paper)")
+    captions = parser.add_argument_group("captions")
+    captions.add_argument("--caption-model", default=None,
+                          help="Qwen2.5-VL hub id or local directory (e.g. Qwen/Qwen2.5-VL-7B-Instruct); "
+                               "without it cond.json gets placeholder texts for you to edit")
+    return parser.parse_args(argv)
+
+
+def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths: list[Path]) -> Path:
+    """cond.json: one {"text", "depth", "track"} object per clip, paths relative to the JSON file."""
+    cond = [{"text": text, "depth": depth.name, "track": track.name}
+            for text, depth, track in zip(texts, depth_paths, track_paths, strict=True)]
+    atomic_write_json(out / "cond.json", cond)
+    return out / "cond.json"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from utils.depth_npy2mp4 import normalize_depth_for_clips, write_depth_clips
+    from utils.get_track import write_track_clips
+    from utils.point_tracking import build_tracker
+
+    out = Path(args.out)
+    try:
+        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+        ranges = clip_ranges(len(frames))
+        print(f"{args.video}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} -> {len(ranges)} clip(s)")
+        tracker = build_tracker(args.track_backend, args.device)  # fail early, before the slow depth stage
+        save_png(out / "first.png", frames[0])
+
+        if args.depth_npy:
+            disparity = disparity_from_file(args.depth_npy, frames)
+        else:
+            estimator = depth_estimator_from_args(args)
+            disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth estimation", unit="batch"))
+            del estimator
+        if args.save_depth_npy:
+            atomic_save_npy(out / "depth.npy", disparity)
+        depth_grey = normalize_depth_for_clips(disparity, source=args.depth_npy or args.video)
+        del disparity
+        depth_paths = write_depth_clips(depth_grey, out, progress=lambda it: tqdm(it, desc="depth videos", unit="clip"))
+        track_paths = write_track_clips(frames, out, tracker, args.grid, depth_grey,
+                                        progress=lambda it: tqdm(it, desc="track videos", unit="clip"))
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    # Placeholders first: the folder is usable (after editing) even if captioning fails below.
+    cond_path = write_cond(out, placeholder_captions(len(ranges)), depth_paths, track_paths)
+    if args.caption_model:
+        try:
+            from utils.captioning import QwenCaptioner
+
+            captioner = QwenCaptioner.from_pretrained(args.caption_model, args.local_files, args.device)
+            texts = [captioner.describe(frames[start:end]) for start, end in tqdm(ranges, desc="captions", unit="clip")]
+        except (ValueError, RuntimeError, OSError) as err:
+            print(f"error: captioning failed ({err}); {cond_path} holds placeholder captions — edit them by hand "
+                  "or rerun with a reachable --caption-model", file=sys.stderr)
+            return 1
+        write_cond(out, texts, depth_paths, track_paths)
+    print(f"wrote {cond_path} with {len(ranges)} clip(s), plus first.png, depth_XX.mp4 and track_XX.mp4")
+    if not args.caption_model:
+        print(f"NOTE: the captions in {cond_path} are placeholders — replace each \"text\" with a description "
+              "of its clip (or rerun with --caption-model Qwen/Qwen2.5-VL-7B-Instruct).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

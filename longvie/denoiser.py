@@ -65,6 +65,12 @@ class LongVieDenoiser(nn.Module):
     def device(self) -> torch.device:
         return self.transformer.patch_embedding.weight.device
 
+    def set_attention_backend(self, backend: str) -> None:
+        """Attention kernel for the DiT and the control branch, through diffusers' dispatcher:
+        "native" (PyTorch SDPA, the default), "flash" (flash-attn 2), "_flash_3", "sage", ..."""
+        self.transformer.set_attention_backend(backend)
+        self.control.set_attention_backend(backend)
+
     def enable_gradient_checkpointing(self) -> None:
         self.transformer.enable_gradient_checkpointing()
         self.control.enable_gradient_checkpointing()

@@ -81,6 +81,12 @@ def _as_prompt_batch(prompt, name: str) -> list[str]:
     return list(prompt)
 
 
+def _flash_attn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def validate_clip_settings(num_frames: int, height: int, width: int, num_inference_steps: int) -> None:
     """Shape rules of Wan2.1-I2V (VAE x4 in time, x8 in space, DiT patch 2)."""
     if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4:
@@ -107,7 +113,8 @@ class LongViePipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
                         device: str | torch.device | None = None, offload: str = "none",
-                        vae_dtype: torch.dtype = torch.float32) -> "LongViePipeline":
+                        vae_dtype: torch.dtype = torch.float32,
+                        attention_backend: str = "auto") -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
@@ -119,6 +126,8 @@ class LongViePipeline(DiffusionPipeline):
                 GPU at a time; fits one 80 GB GPU) or "group" (leaf-level streamed offload for
                 24-48 GB cards; slower).
             vae_dtype: the VAE is small and precision-sensitive; float32 by default.
+            attention_backend: "auto" (flash-attn when installed and on CUDA, else PyTorch SDPA),
+                or any diffusers backend name ("native", "flash", "_flash_3", "sage", ...).
         """
         from .loading import load_base_components, longvie_weight_paths
 
@@ -127,6 +136,10 @@ class LongViePipeline(DiffusionPipeline):
         denoiser = LongVieDenoiser.from_pretrained(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
         pipe = cls(denoiser=denoiser, **components)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if attention_backend == "auto":
+            attention_backend = "flash" if device.type == "cuda" and _flash_attn_available() else "native"
+        if attention_backend != "native":
+            denoiser.set_attention_backend(attention_backend)
         pipe.enable_offload(offload, device)
         return pipe
 

@@ -1,0 +1,1 @@
+"""Example inputs generated from code (no downloaded data): see :mod:`longvie.examples.synthetic`."""

@@ -88,6 +88,10 @@ def load_control_branch(path, transformer_config, torch_dtype: torch.dtype = tor
         depth = control_depth_from_keys(state_dict)
     except CheckpointKeyError as err:
         raise CheckpointKeyError(f"{source}: {err}") from None
+    if not any(k.startswith("control_blocks_sparse.") for k in state_dict):
+        raise CheckpointKeyError(f"{source}: holds dense control blocks but no 'control_blocks_sparse.N.*' keys. "
+                                 "LongVie 2 needs both branches; a single-branch file is a LongVie 1 / "
+                                 "dense-only checkpoint.")
     config = LongVieControlBranch.config_for(transformer_config, num_layers=depth)
     with torch.device("meta"):
         control = LongVieControlBranch(**config)
@@ -116,7 +120,12 @@ def detect_layout(base_dir) -> str:
                            "or set base_model_dir in your config.")
     if (base_dir / "transformer" / "config.json").is_file():
         return "diffusers"
-    if any(base_dir.glob("diffusion_pytorch_model*.safetensors")) and (base_dir / "Wan2.1_VAE.pth").exists():
+    # Any one file of the original release decides, so that a partial download gets the original
+    # loader's precise "file X is missing" message instead of the generic one below.
+    original_files = ("diffusion_pytorch_model.safetensors.index.json", "Wan2.1_VAE.pth",
+                      "models_t5_umt5-xxl-enc-bf16.pth", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
+    if any(base_dir.glob("diffusion_pytorch_model*.safetensors")) or \
+            any((base_dir / name).exists() for name in original_files):
         return "original"
     raise WeightsError(f"{base_dir}: neither a diffusers-layout Wan2.1-I2V folder (transformer/config.json) "
                        "nor the original layout (diffusion_pytorch_model-*.safetensors + Wan2.1_VAE.pth).")

@@ -150,3 +150,94 @@ def write_tiny_checkpoints(out_dir, seed: int = 0, zero_control: bool = False,
               str(longvie_dir / "dit.safetensors"))
     marker.write_text("ok\n")
     return base_dir, longvie_dir
+
+
+# --------------------------------------------------------------------------- original Wan2.1 layout
+def write_sharded_safetensors(state_dict: dict, folder, num_shards: int,
+                              basename: str = "diffusion_pytorch_model") -> Path:
+    """Save ``state_dict`` as ``{basename}-0000i-of-0000n.safetensors`` shards plus their index json
+    (the Hugging Face sharding convention); consecutive keys share a shard. Returns the index path."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(state_dict)
+    if len(keys) < num_shards:
+        raise ValueError(f"{len(keys)} tensors cannot fill {num_shards} shards")
+    bounds = [round(i * len(keys) / num_shards) for i in range(num_shards + 1)]
+    weight_map, total = {}, 0
+    for i in range(num_shards):
+        name = f"{basename}-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+        part = {k: state_dict[k].contiguous() for k in keys[bounds[i]:bounds[i + 1]]}
+        save_file(part, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    index = folder / f"{basename}.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return index
+
+
+def write_tiny_original_checkpoints(out_dir, seed: int = 0) -> tuple[Path, Path]:
+    """The tiny base model in the original Wan2.1 layout, holding exactly the weights that
+    :func:`write_tiny_checkpoints` writes in the diffusers layout (read back from that folder).
+
+    File and key names are those of "Wan-AI/Wan2.1-I2V-14B-480P"; shapes are tiny::
+
+        out_dir/Wan2.1-I2V-tiny/{config.json, diffusion_pytorch_model-0000{1..7}-of-00007.safetensors,
+            diffusion_pytorch_model.safetensors.index.json, models_t5_umt5-xxl-enc-bf16.pth,
+            models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth, Wan2.1_VAE.pth, google/umt5-xxl/,
+            longvie_arch_overrides.json}
+        out_dir/LongVie2-tiny/   (the folder of write_tiny_checkpoints)
+
+    Differences from the release, on purpose: tensors stay float32 (the umT5 file too, despite its
+    name) so that both layouts hold identical values; the CLIP file's text tower is a two-tensor
+    stand-in (it is never loaded); ``longvie_arch_overrides.json`` gives the two numbers the tiny
+    shapes cannot tell (CLIP heads, umT5 max relative distance). Returns ``(base_dir, longvie_dir)``.
+    """
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+    from .original_keys import to_original_clip_visual_state_dict, to_original_umt5_state_dict, \
+        to_original_vae_state_dict
+    from .original_layout import ARCH_OVERRIDES_FILE
+    from .weights_files import ORIGINAL_CLIP_FILE, ORIGINAL_T5_FILE, ORIGINAL_T5_TOKENIZER_DIR, ORIGINAL_VAE_FILE
+
+    out_dir = Path(out_dir)
+    diffusers_dir, longvie_dir = write_tiny_checkpoints(out_dir, seed=seed)
+    base_dir = out_dir / "Wan2.1-I2V-tiny"
+    marker = out_dir / f".complete-original-{seed}"
+    if marker.is_file():
+        return base_dir, longvie_dir
+    base_dir.mkdir(parents=True, exist_ok=True)
+
+    transformer = WanTransformer3DModel.from_pretrained(diffusers_dir, subfolder="transformer")
+    write_sharded_safetensors(to_original_dit_state_dict(transformer.state_dict()), base_dir, num_shards=7)
+    cfg = transformer.config
+    wan_config = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "i2v",
+                  "dim": cfg.num_attention_heads * cfg.attention_head_dim, "eps": cfg.eps, "ffn_dim": cfg.ffn_dim,
+                  "freq_dim": cfg.freq_dim, "in_dim": cfg.in_channels, "num_heads": cfg.num_attention_heads,
+                  "num_layers": cfg.num_layers, "out_dim": cfg.out_channels, "text_len": 512}
+    (base_dir / "config.json").write_text(json.dumps(wan_config, indent=2))
+
+    text_encoder = UMT5EncoderModel.from_pretrained(diffusers_dir / "text_encoder")
+    torch.save(to_original_umt5_state_dict(text_encoder.state_dict()), base_dir / ORIGINAL_T5_FILE)
+    AutoTokenizer.from_pretrained(diffusers_dir / "tokenizer").save_pretrained(base_dir / ORIGINAL_T5_TOKENIZER_DIR)
+
+    image_encoder = CLIPVisionModel.from_pretrained(diffusers_dir / "image_encoder")
+    clip = to_original_clip_visual_state_dict(image_encoder.state_dict())
+    generator = torch.Generator().manual_seed(seed + 3)
+    width, projection = image_encoder.config.hidden_size, image_encoder.config.projection_dim
+    clip["visual.head"] = torch.randn(width, projection, generator=generator)
+    clip["textual.token_embedding.weight"] = torch.randn(16, width, generator=generator)
+    clip["log_scale"] = torch.tensor(2.6592)
+    torch.save(clip, base_dir / ORIGINAL_CLIP_FILE)
+
+    vae = AutoencoderKLWan.from_pretrained(diffusers_dir, subfolder="vae")
+    torch.save(to_original_vae_state_dict(vae.state_dict(), vae.config.num_res_blocks), base_dir / ORIGINAL_VAE_FILE)
+
+    overrides = {"text_encoder": {"relative_attention_max_distance":
+                                  text_encoder.config.relative_attention_max_distance},
+                 "image_encoder": {"num_attention_heads": image_encoder.config.num_attention_heads}}
+    (base_dir / ARCH_OVERRIDES_FILE).write_text(json.dumps(overrides, indent=2))
+    marker.write_text("ok\n")
+    return base_dir, longvie_dir

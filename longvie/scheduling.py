@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -25,3 +26,61 @@ def make_sampling_scheduler(num_inference_steps: int = 50, shift: float = 5.0, d
     sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
     scheduler.set_timesteps(sigmas=sigmas, device=device)
     return scheduler
+
+
+# --------------------------------------------------------------------------- training (SPEC §6)
+# The training schedule of LongVie 2 is DiffSynth-Studio's FlowMatchScheduler(shift=5, sigma_min=0,
+# extra_one_step=True) after set_timesteps(1000, training=True) (upstream Vchitect/LongVie,
+# diffsynth/schedulers/flow_match.py): 1000 shifted sigmas, a timestep index drawn uniformly, and a
+# bell-shaped loss weight over the timestep value.
+def training_sigmas(num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = 5.0) -> torch.Tensor:
+    """(num_steps,) float64 noise levels of the training schedule, from 1 down to shift(1/num_steps).
+
+    sigmas = shift(linspace(1, 0, num_steps + 1)[:-1]); the matching timesteps are 1000 * sigmas.
+    """
+    sigmas = np.linspace(1.0, 0.0, num_steps + 1)[:-1]
+    return torch.from_numpy(shift_sigmas(sigmas, shift))
+
+
+def training_timestep_weights(timesteps: torch.Tensor, num_steps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+    """Bell-shaped loss weight of each timestep of the schedule (SPEC §6).
+
+    w = exp(-2 ((t - num_steps/2) / num_steps)^2), shifted so its minimum over the schedule is 0,
+    then scaled so its mean over the schedule is 1 (DiffSynth ``training_weight``:
+    ``y_shifted * (num_steps / y_shifted.sum())``).
+
+    Args:
+        timesteps: (num_steps,) the whole schedule (1000 * sigmas).
+    Returns:
+        (num_steps,) weights, same dtype as ``timesteps``.
+    """
+    y = torch.exp(-2 * ((timesteps - num_steps / 2) / num_steps) ** 2)
+    y = y - y.min()
+    return y * (len(timesteps) / y.sum())
+
+
+class TrainingSchedule:
+    """The 1000-step shifted training schedule: sigmas, timesteps, loss weights and sampling.
+
+    >>> schedule = TrainingSchedule(shift=5.0)
+    >>> sigma, timestep, weight = schedule.sample(batch=1, generator=torch.Generator().manual_seed(0))
+    """
+
+    def __init__(self, shift: float = 5.0, num_steps: int = NUM_TRAIN_TIMESTEPS):
+        self.num_steps = num_steps
+        self.sigmas = training_sigmas(num_steps, shift)
+        self.timesteps = self.sigmas * NUM_TRAIN_TIMESTEPS
+        self.weights = training_timestep_weights(self.timesteps, num_steps)
+
+    def sample_indices(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch,) schedule indices drawn uniformly from 0..num_steps-1 (on the CPU)."""
+        return torch.randint(0, self.num_steps, (batch,), generator=generator)
+
+    def sample(self, batch: int = 1, generator: torch.Generator | None = None):
+        """Draw timesteps uniformly from the schedule.
+
+        Returns:
+            sigma (batch,), timestep (batch,) = 1000 * sigma, weight (batch,) — float32 on the CPU.
+        """
+        index = self.sample_indices(batch, generator)
+        return self.sigmas[index].float(), self.timesteps[index].float(), self.weights[index].float()

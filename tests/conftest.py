@@ -36,3 +36,7 @@ def ride_horse():
     if not SHARED_EXAMPLE.is_dir():
         pytest.skip("../shared/examples/ride_horse is not present")
     return SHARED_EXAMPLE
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: multi-step training or multi-process runs (still part of the default run)")

@@ -1,0 +1,370 @@
+"""The LongVie 2 training loop (all three stages), on accelerate (DDP, or DeepSpeed ZeRO-2 on GPUs).
+
+Read top to bottom: :func:`train` builds the models, selects the trainable weights, prepares the
+data stream and runs optimizer steps; one step is ``gradient_accumulation_steps`` micro-batches of
+one clip each, every clip encoded by the frozen VAE / umT5 / CLIP (or read from the latent cache)
+and degraded per its plan (:mod:`longvie.train.inputs`), then :func:`compute_loss`.
+
+Determinism: every random number of a micro-batch comes from generators seeded with (seed, step,
+micro-batch, rank) and (seed, epoch, clip index); the data position of every rank is saved with
+each checkpoint. A resumed run therefore repeats the uninterrupted run's losses.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..atomic import atomic_write_text
+from ..config import torch_dtype
+from ..control_branch import LongVieControlBranch
+from ..denoiser import LongVieDenoiser
+from ..scheduling import TrainingSchedule
+from . import checkpointing
+from .data import ClipDataset, SampleStream, read_metadata
+from .degradations import DegradationSettings
+from .inputs import ClipInputs, InputEncoder
+from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
+from .metrics import MetricsLogger
+
+logger = logging.getLogger("longvie.train")
+
+# Parameter groups that a stage may train (names of LongVieDenoiser parameters).
+TRAINABLE_PATTERNS = {
+    "control": re.compile(r"^control\."),
+    # Stage 3: every DiT self-attention layer: q, k, v, o and the q/k RMSNorms (SPEC §6).
+    "dit_self_attention": re.compile(r"^transformer\.blocks\.\d+\.attn1\."),
+}
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    step: int
+    losses: list = field(default_factory=list)  # (step, loss) logged by this run
+    skipped: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+def build_denoiser(config: dict) -> LongVieDenoiser:
+    """The Wan2.1-I2V DiT + control branch, initialised for the stage (on the CPU).
+
+    Stage 1 (``init_from`` null / "half_copy"): control block i = half copy of DiT block i (SPEC §2).
+    Stages 2-3: the previous stage's control.safetensors (+ dit.safetensors when present).
+    """
+    from ..loading import load_control_branch, load_transformer, longvie_weight_paths, overlay_dit_weights
+
+    model_cfg = config["model"]
+    weight_dtype = torch_dtype(model_cfg["weight_dtype"])
+    transformer = load_transformer(model_cfg["base_model_dir"], torch_dtype=weight_dtype)
+    init_from = model_cfg.get("init_from")
+    if init_from in (None, "half_copy"):
+        control = LongVieControlBranch(**LongVieControlBranch.config_for(transformer.config,
+                                                                         model_cfg["control_layers"]))
+        control.init_half_copy(transformer)
+    else:
+        control_path, dit_path = longvie_weight_paths(checkpointing.resolve_weights_dir(init_from))
+        control = load_control_branch(control_path, transformer.config, torch_dtype=torch.float32)
+        if dit_path is not None:
+            overlay_dit_weights(transformer, dit_path)
+    return LongVieDenoiser(transformer, control)
+
+
+def check_before_loading(config: dict) -> None:
+    """Fail fast, before a 14B model is loaded: the metadata must parse and the weights to start
+    from must exist."""
+    read_metadata(config["data"]["metadata"], config["data"].get("root"))
+    init_from = config["model"].get("init_from")
+    if init_from is None and config["stage"] > 1:
+        raise ValueError(f"stage {config['stage']} starts from the previous stage's weights: pass "
+                         "--init-from OUTPUT_OF_PREVIOUS_STAGE (or set model.init_from: half_copy to start fresh)")
+    if init_from not in (None, "half_copy"):
+        checkpointing.resolve_weights_dir(init_from)
+
+
+def select_trainable(denoiser: torch.nn.Module, groups) -> set[str]:
+    """Freeze everything but the parameters of ``groups``; trainable ones are made float32."""
+    patterns = [TRAINABLE_PATTERNS[g] for g in groups]
+    names = set()
+    for name, param in denoiser.named_parameters():
+        trainable = any(p.match(name) for p in patterns)
+        param.requires_grad_(trainable)
+        if trainable:
+            param.data = param.data.float()  # master weights in float32 (bf16 compute under autocast)
+            names.add(name)
+    if not names:
+        raise ValueError(f"train.trainable {groups} matches no parameter")
+    return names
+
+
+def build_encoder(config: dict, device, text_on_device: bool = True) -> InputEncoder:
+    """The frozen VAE, umT5 and CLIP on ``device``; umT5 (11 GB in bf16) stays on the CPU when
+    ``text_on_device`` is False (training from a latent cache, where prompts are pre-encoded)."""
+    from ..loading import load_base_components
+
+    model_cfg = config["model"]
+    parts = load_base_components(model_cfg["base_model_dir"], torch_dtype=torch_dtype(model_cfg["weight_dtype"]),
+                                 vae_dtype=torch_dtype(model_cfg["vae_dtype"]))
+    for name in ("text_encoder", "image_encoder", "vae"):
+        parts[name].requires_grad_(False).eval()
+        if name != "text_encoder" or text_on_device:
+            parts[name].to(device)
+    return InputEncoder(parts["vae"], parts["tokenizer"], parts["text_encoder"], parts["image_encoder"],
+                        parts["image_processor"], device, torch_dtype(model_cfg["weight_dtype"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# One micro-batch
+# --------------------------------------------------------------------------------------------------
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """CPU generator of one micro-batch: the noise, the timestep and the re-generation noise."""
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def compute_loss(model, inputs: ClipInputs, schedule: TrainingSchedule, generator: torch.Generator,
+                 loss_cfg: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Flow-matching loss of one clip (SPEC §6).
+
+    Draws ε ~ N(0, I) and a schedule index uniformly, x_t = (1 - s) x0 + s ε, predicts v̂ and
+    compares it with v = ε - x0: plain MSE, or the stage-3 degraded-frame loss when the
+    conditioning frame is degraded; the result is multiplied by the timestep's bell weight.
+
+    Returns:
+        dict with "loss" (scalar, weighted) and the unweighted terms.
+    """
+    x0 = inputs.latents
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    sigma, timestep, weight = schedule.sample(1, generator)
+    noisy = add_noise(x0, noise, sigma.to(x0.device))
+    target = flow_target(x0, noise)
+    # The model sees the timestep in its weight dtype, as upstream (DiffSynth) trains it.
+    pred = model(noisy.to(dtype), timestep.to(x0.device).to(dtype), **inputs.model_kwargs(dtype)).float()
+    if inputs.degraded and loss_cfg["degraded_terms"]:
+        noise0 = noise[:, :, :1]
+        history_target = (flow_target(inputs.history_last_latent, noise0)
+                          if inputs.history_last_latent is not None else None)
+        terms = degraded_frame_loss(pred, target, flow_target(inputs.degraded_latent, noise0), history_target,
+                                    loss_cfg["frame_weights"], loss_cfg["lowpass_weight"],
+                                    loss_cfg["highpass_weight"], loss_cfg["consistency_weight"])
+    else:
+        terms = {"loss": flow_matching_loss(pred, target)}
+    terms["loss"] = terms["loss"] * weight.to(x0.device)
+    return terms
+
+
+def learning_rate_at(step: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` optimizer steps, then constant."""
+    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def build_dataset(config: dict):
+    data = config["data"]
+    records = read_metadata(data["metadata"], data.get("root"))
+    settings = DegradationSettings(**config["degradation"])
+    seed = config["train"]["seed"]
+    if data.get("cache_dir"):
+        from .cache import CachedClipDataset
+
+        return CachedClipDataset(data["cache_dir"], records, settings, seed, data, skip_bad=data["skip_bad"])
+    return ClipDataset(records, data["num_frames"], data["height"], data["width"], settings, seed,
+                       resize=data["resize"], skip_bad=data["skip_bad"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def make_accelerator(config: dict):
+    from accelerate import Accelerator
+
+    train_cfg = config["train"]
+    # Several processes without CUDA (torchrun on CPUs): accelerate needs cpu=True to use gloo,
+    # otherwise every process would train alone.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accum = train_cfg["gradient_accumulation_steps"]
+    accelerator = Accelerator(gradient_accumulation_steps=accum, mixed_precision=train_cfg["mixed_precision"],
+                              cpu=cpu_processes)
+    if accelerator.gradient_accumulation_steps != accum:  # set by an accelerate config file (env)
+        logger.warning("gradient accumulation: the accelerate config says %d, the stage config %d; using %d",
+                       accelerator.gradient_accumulation_steps, accum, accum)
+        accelerator.gradient_accumulation_steps = accum
+    return accelerator
+
+
+def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
+    """Run one training stage as configured (see configs/train_stage1.yaml).
+
+    Args:
+        config: from :func:`longvie.train.config.load_train_config`.
+        resume: None, "auto" (the output folder's latest checkpoint, if any) or a checkpoint path.
+        build_cache: first write the latent cache into ``data.cache_dir`` (then train from it).
+    """
+    from .presets import resolve_preset
+
+    accelerator = make_accelerator(config)
+    with accelerator.main_process_first():
+        config = resolve_preset(config)
+    train_cfg, data_cfg = config["train"], config["data"]
+    out_dir = Path(train_cfg["output_dir"])
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    accum, seed = train_cfg["gradient_accumulation_steps"], train_cfg["seed"]
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    resume_dir = checkpointing.resolve_resume(resume, out_dir)
+    check_before_loading(config)
+
+    # Models: the denoiser (trainable parts in float32) and the frozen encoders.
+    torch.manual_seed(seed)
+    denoiser = build_denoiser(config)
+    trainable = select_trainable(denoiser, train_cfg["trainable"])
+    if train_cfg["gradient_checkpointing"]:
+        denoiser.enable_gradient_checkpointing()
+    denoiser.to(device).train()
+    encoder = build_encoder(config, device, text_on_device=build_cache or not data_cfg.get("cache_dir"))
+    if build_cache:
+        from .cache import build_latent_cache
+
+        build_latent_cache(config, encoder, accelerator)
+    save_dtype = torch_dtype(train_cfg["save_dtype"])
+    if config["stage"] == 1 and resume_dir is None and accelerator.is_main_process:
+        checkpointing.write_release_weights(out_dir / "init", denoiser.state_dict(), trainable, save_dtype)
+    logger.info("stage %d: training %d tensors (%.1fM parameters) on %d process(es)", config["stage"], len(trainable),
+                sum(p.numel() for n, p in denoiser.named_parameters() if n in trainable) / 1e6, world)
+
+    # Optimizer (AdamW, SPEC §6) and accelerate.
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg["learning_rate"], betas=tuple(train_cfg["adam_betas"]),
+                                  weight_decay=train_cfg["weight_decay"])
+    if checkpointing.is_deepspeed(accelerator):
+        # No dataloader goes through prepare(): give DeepSpeed the batch geometry ourselves.
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = 1
+        ds_config["gradient_accumulation_steps"] = accum
+    model, optimizer = accelerator.prepare(denoiser, optimizer)
+    checkpointing.install_state_hooks(accelerator)
+    unwrapped = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "positions": [[0, 0]] * world, "skipped": 0}
+    if resume_dir is not None:
+        if checkpointing.is_deepspeed(accelerator):
+            accelerator.load_state(str(resume_dir / checkpointing.STATE_DIR), load_module_strict=False)
+        else:
+            accelerator.load_state(str(resume_dir / checkpointing.STATE_DIR))
+        state = checkpointing.read_trainer_state(resume_dir)
+        if len(state["positions"]) != world:
+            raise ValueError(f"{resume_dir} was saved by {len(state['positions'])} process(es); resume it with the "
+                             f"same number (got {world}) for an exact data order")
+        logger.info("resumed from %s at step %d", resume_dir, state["step"])
+
+    dataset = build_dataset(config)
+    stream = SampleStream(dataset, seed, rank, world, position=tuple(state["positions"][rank]),
+                          num_workers=data_cfg["num_workers"])
+    metrics = MetricsLogger(out_dir / "logs", enabled=accelerator.is_main_process, resume_step=state["step"])
+    schedule = TrainingSchedule(shift=train_cfg["shift"])
+    dtype = unwrapped.dtype
+    step, skipped = state["step"], torch.zeros((), device=device)
+    skipped_before = state["skipped"]
+    overfit_sample = overfit_inputs = None
+    result = TrainResult(out_dir, out_dir / checkpointing.FINAL, step)
+
+    def next_sample():
+        nonlocal overfit_sample, skipped
+        if train_cfg["overfit"] and overfit_sample is not None:
+            return overfit_sample
+        while True:
+            sample = next(stream)
+            if sample is not None:
+                break
+            skipped += 1
+        if train_cfg["overfit"]:
+            overfit_sample = sample
+        return sample
+
+    while step < train_cfg["max_steps"]:
+        lr = learning_rate_at(step, train_cfg["learning_rate"], train_cfg["warmup_steps"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        losses, degraded, history_frames = [], 0, 0  # the last two: of this rank's micro-batches
+        for micro in range(accum):
+            generator = step_generator(seed, 0 if train_cfg["overfit"] else step, micro, rank)
+            sample = next_sample()
+            with accelerator.accumulate(model), accelerator.autocast():
+                if overfit_inputs is not None:
+                    inputs = overfit_inputs
+                else:
+                    inputs = encoder(sample, denoiser=unwrapped, generator=generator,
+                                     degraded_terms=config["loss"]["degraded_terms"])
+                    # Overfitting one clip: its encodings never change, unless re-generation
+                    # (which runs the model being trained) degrades its first frame.
+                    regenerated = sample["plan"].first_frame is not None and \
+                        sample["plan"].first_frame.regen_timestep is not None
+                    if train_cfg["overfit"] and not regenerated:
+                        overfit_inputs = inputs
+                terms = compute_loss(model, inputs, schedule, generator, config["loss"], dtype)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and train_cfg["max_grad_norm"]:
+                    accelerator.clip_grad_norm_(params, train_cfg["max_grad_norm"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(terms["loss"].detach().float())
+            degraded += int(inputs.degraded)
+            history_frames += sample["plan"].history_frames
+        step += 1
+
+        loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+        seconds = time.perf_counter() - started
+        if step % train_cfg["log_every"] == 0 or step == train_cfg["max_steps"]:
+            total_skipped = skipped_before + int(accelerator.reduce(skipped.clone(), reduction="sum").item())
+            samples_per_second = accum * world / seconds
+            metrics.log(dict(step=step, epoch=stream.epoch, loss=loss, lr=lr, step_seconds=seconds,
+                             samples_per_second=samples_per_second,
+                             frames_per_second=samples_per_second * data_cfg["num_frames"],
+                             degraded=degraded, history_frames=history_frames, skipped=total_skipped))
+            result.losses.append((step, loss))
+            logger.info("step %d  loss %.5f  lr %.2e  %.2f s/step  %.2f clips/s", step, loss, lr, seconds,
+                        samples_per_second)
+        if step % train_cfg["save_every"] == 0 or step == train_cfg["max_steps"]:
+            positions = accelerator.gather(torch.tensor([list(stream.position)], device=device)).tolist()
+            total_skipped = skipped_before + int(accelerator.reduce(skipped.clone(), reduction="sum").item())
+            trainer_state = {"step": step, "positions": positions, "skipped": total_skipped, "stage": config["stage"]}
+            path = checkpointing.save_checkpoint(accelerator, model, out_dir, step, trainer_state, trainable,
+                                                 save_dtype, train_cfg["keep_checkpoints"])
+            logger.info("saved %s", path)
+
+    # Final weights (no optimizer state), for the next stage and for inference.
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        checkpointing.write_release_weights(result.final_dir, state_dict, trainable, save_dtype)
+    result.step = step
+    result.skipped = skipped_before + int(accelerator.reduce(skipped.clone(), reduction="sum").item())
+    if result.skipped:
+        logger.warning("%d clip(s) were skipped as unusable (data.skip_bad); see the warnings above", result.skipped)
+    metrics.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result

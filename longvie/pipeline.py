@@ -107,7 +107,7 @@ class LongViePipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder,
                               vae=vae, denoiser=denoiser, image_processor=image_processor)
-        self._offload_device = None
+        self._run_device = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -150,10 +150,10 @@ class LongViePipeline(DiffusionPipeline):
         device = torch.device(device)
         if mode == "none" or device.type == "cpu":
             self.to(device)
-            self._offload_device = device
+            self._run_device = device
         elif mode == "model":
             self.enable_model_cpu_offload(device=device)
-            self._offload_device = device
+            self._run_device = device
         else:
             from diffusers.hooks import apply_group_offloading
 
@@ -162,12 +162,12 @@ class LongViePipeline(DiffusionPipeline):
                                        offload_type="leaf_level", use_stream=True)
             self.vae.to(device)
             self.vae.enable_tiling()
-            self._offload_device = device
+            self._run_device = device
 
     @property
     def _execution_device(self):
-        if self._offload_device is not None:
-            return self._offload_device
+        if self._run_device is not None:
+            return self._run_device
         return super()._execution_device
 
     # ------------------------------------------------------------------ sampling

@@ -38,6 +38,7 @@ CHAT_TEMPLATE = (
 @pytest.fixture(scope="module")
 def tiny_qwen():
     """A random-weight Qwen2.5-VL (1 text layer, 1 vision block) with a character-level processor."""
+    import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                               Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
@@ -45,8 +46,10 @@ def tiny_qwen():
     vocab = {token: i for i, token in enumerate(SPECIAL + [chr(c) for c in range(32, 127)] + ["\n", "[UNK]"])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL)
+    # Qwen2.5-VL's processor insists on a Qwen2 tokenizer class (transformers 4.x checks it).
+    tokenizer_class = getattr(transformers, "Qwen2TokenizerFast", PreTrainedTokenizerFast)
+    tokenizer = tokenizer_class(tokenizer_object=backend, unk_token="[UNK]", eos_token="<|im_end|>",
+                                pad_token="<|endoftext|>", additional_special_tokens=SPECIAL)
     pixels = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=CHAT_TEMPLATE)

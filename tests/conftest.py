@@ -10,6 +10,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_EXAMPLE = REPO.parent / "shared" / "examples" / "ride_horse"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads thrash
+    (measured 5-10x slower with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -323,16 +323,6 @@ def test_validation_notes_resizes_and_extra_frames(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """The tiny model's tensors are so small that intra-op threads cost more than they give, badly
-    so on a busy machine (measured: 1 s vs 6-20 s per 32x48 clip with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("longvie_cache")

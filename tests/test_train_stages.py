@@ -27,16 +27,14 @@ OVERFIT_STEPS = 30
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_env(tmp_path_factory):
-    """Tiny assets in a temporary folder; one torch thread (tiny models thrash on a busy 2-core box)."""
+    """Tiny assets in a temporary folder (conftest keeps torch to one thread)."""
     root = tmp_path_factory.mktemp("tiny_train")
-    old_env, old_threads = os.environ.get("LONGVIE_TINY_DIR"), torch.get_num_threads()
+    old_env = os.environ.get("LONGVIE_TINY_DIR")
     os.environ["LONGVIE_TINY_DIR"] = str(root)
-    torch.set_num_threads(1)
     from longvie.train.presets import prepare_tiny_assets
 
     base_dir, metadata = prepare_tiny_assets(root)
     yield {"root": root, "base_dir": base_dir, "metadata": metadata}
-    torch.set_num_threads(old_threads)
     if old_env is None:
         os.environ.pop("LONGVIE_TINY_DIR", None)
     else:

@@ -15,15 +15,6 @@ if str(REPO) not in sys.path:  # `utils` is a top-level folder of the repository
 from utils import qwen_caption_refine  # noqa: E402
 from utils.captioning import QwenCaptioner  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads thrash (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
            "<|video_pad|>"]
 # A Qwen-style chat template reduced to what the captioner sends: one image or video, then text.

@@ -25,15 +25,6 @@ from utils.video_depth_anything import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads thrash (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY_VDA = VDAArchitecture(hidden_size=32, num_layers=4, num_heads=2, features=32, out_channels=(16, 32, 32, 64),
                            layer_indices=(0, 1, 2, 3), image_size=56)
 

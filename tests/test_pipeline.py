@@ -118,3 +118,14 @@ def test_batch_matches_single_items(tiny_pipeline):
     single, _ = run(tiny_pipeline, image=first_image(1), prompt="b", dense_video=video(3), sparse_video=video(4),
                     noise=noise[1:])
     assert np.abs(frames[1].astype(int) - single.astype(int)).max() <= 1
+
+
+def test_bfloat16_pipeline_tracks_float32(tiny_checkpoints, tiny_pipeline):
+    """The bf16 path (as on a GPU) keeps umT5/CLIP/DiT in bf16, the VAE in fp32, and stays close."""
+    from longvie.pipeline import LongViePipeline
+
+    pipe = LongViePipeline.from_pretrained(*tiny_checkpoints, torch_dtype=torch.bfloat16, device="cpu")
+    assert pipe.denoiser.dtype == torch.bfloat16 and next(pipe.vae.parameters()).dtype == torch.float32
+    low, _ = run(pipe)
+    full, _ = run(tiny_pipeline)
+    assert np.abs(low.astype(int) - full.astype(int)).mean() < 3.0

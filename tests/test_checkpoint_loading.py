@@ -140,3 +140,27 @@ def test_denoiser_from_pretrained_uses_released_files(tiny_checkpoints):
     bf16 = LongVieDenoiser.from_pretrained(base_dir, longvie_dir / "control.safetensors", torch_dtype=torch.bfloat16)
     assert bf16.control.control_blocks_dense[0].scale_shift_table.dtype == torch.float32
     assert bf16.control.control_blocks_dense[0].attn1.to_q.weight.dtype == torch.bfloat16
+
+
+def test_release_sized_control_branch_shapes_on_meta():
+    """Built from the Wan2.1-I2V-14B config (on the meta device, no memory): the branch is half the
+    DiT's width and its released key set has the SPEC §2 names and shapes."""
+    from diffusers import WanTransformer3DModel
+
+    from longvie.control_branch import LongVieControlBranch
+
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
+                                    text_dim=4096, ffn_dim=13824, num_layers=40, image_dim=1280,
+                                    added_kv_proj_dim=5120)
+        control = LongVieControlBranch(**LongVieControlBranch.config_for(dit.config, num_layers=12))
+    assert (control.config.dim, control.config.num_attention_heads, control.config.ffn_dim) == (2560, 20, 6912)
+    released = to_released_control_state_dict(control.state_dict())
+    assert len(released) == 2 * 12 * len(BLOCK_KEY_TABLE) + 8 + 2 * 12
+    shapes = {k: tuple(v.shape) for k, v in released.items()}
+    assert shapes["control_blocks_dense.11.modulation"] == (1, 6, 2560)
+    assert shapes["control_blocks_sparse.0.cross_attn.k_img.weight"] == (2560, 2560)
+    assert shapes["control_blocks_dense.0.ffn.0.weight"] == (6912, 2560)
+    assert shapes["control_initial_combine_linear_dense.weight"] == (2560, 5120)
+    assert shapes["control_t_mod.weight"] == (2560, 5120)
+    assert shapes["control_combine_linears.11.weight"] == (5120, 2560)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .video_io import to_frame_array
+
 TEXT_LENGTH = 512  # umT5 context length of Wan2.1
 # OpenAI CLIP normalisation, used by the open-clip XLM-RoBERTa ViT-H/14 tower of Wan2.1.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -20,10 +22,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # --------------------------------------------------------------------------- pixels
 def frames_to_tensor(frames) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) array or list of PIL images -> float (1, 3, T, H, W) in [-1, 1]."""
-    array = np.stack([np.asarray(f.convert("RGB")) if hasattr(f, "convert") else np.asarray(f) for f in frames])
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {array.dtype} {array.shape}")
-    video = torch.from_numpy(array).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+    array = to_frame_array(frames)
+    video = torch.from_numpy(np.ascontiguousarray(array)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
     return video.unsqueeze(0)
 
 

@@ -1,17 +1,30 @@
 """LongVie 2: controllable ultra-long video generation on Wan2.1-I2V (diffusers).
 
-Public API (imported lazily so that light tools do not pay for torch/diffusers at import):
+Public API (imported lazily so that light tools do not pay for torch/diffusers at import)::
 
-    from longvie import LongViePipeline, LongVieDenoiser, LongVieControlBranch
+    from longvie import LongViePipeline, LongVieDenoiser, LongVieControlBranch, LongVideoSampler
+
+Subpackages, lowest layer first (a package imports only from those before it; the layering test
+``tests/test_layout.py`` enforces it):
+
+    media/      video/image IO, atomic writes            controls/   control-signal primitives, extractors
+    models/     denoiser, control branch                 weights/    key tables, loading, download
+    presets/    YAML configs, tiny random model          sampling/   one-clip pipeline, schedules, encoders
+    examples/   synthetic example (generated)            longvideo/  clip-by-clip sampler, runs, CLI
+    train/      three-stage training
+
+``python -m longvie.sample`` (``sample.py``) is the long-video command line.
 """
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LongViePipeline": "longvie.pipeline",
-    "ClipOutput": "longvie.pipeline",
-    "WAN_NEGATIVE_PROMPT": "longvie.pipeline",
-    "LongVieDenoiser": "longvie.denoiser",
-    "LongVieControlBranch": "longvie.control_branch",
+    "LongViePipeline": "longvie.sampling.pipeline",
+    "ClipOutput": "longvie.sampling.pipeline",
+    "WAN_NEGATIVE_PROMPT": "longvie.sampling.pipeline",
+    "LongVieDenoiser": "longvie.models.denoiser",
+    "LongVieControlBranch": "longvie.models.control_branch",
+    "LongVideoSampler": "longvie.longvideo.sampler",
+    "LongVideoSettings": "longvie.longvideo.sampler",
 }
 __all__ = sorted(_LAZY)
 

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from longvie.config import torch_dtype
-from longvie.pipeline import LongViePipeline
-from longvie.testing import write_tiny_checkpoints
+from longvie.presets.config import torch_dtype
+from longvie.presets.tiny import write_tiny_checkpoints
+from longvie.sampling.pipeline import LongViePipeline
 
 
 def main() -> None:

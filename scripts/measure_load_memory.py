@@ -6,7 +6,7 @@
 
 Writes a random-weight Wan2.1-I2V-shaped DiT (width 512, as many blocks as the size asks for) in the
 original layout (config.json + diffusion_pytorch_model-*-of-*.safetensors + index json), then loads
-it with ``longvie.original_layout.load_original_transformer`` in a fresh subprocess and reports:
+it with ``longvie.weights.original_layout.load_original_transformer`` in a fresh subprocess and reports:
 
 * baseline RSS: after all imports, right before loading;
 * peak RSS while loading (the kernel's high-water mark VmHWM, reset just before loading; where that
@@ -45,7 +45,7 @@ def original_shapes(num_layers: int) -> dict[str, tuple]:
     import torch
     from diffusers import WanTransformer3DModel
 
-    from longvie.checkpoint_keys import to_original_dit_state_dict
+    from longvie.weights.checkpoint_keys import to_original_dit_state_dict
 
     with torch.device("meta"):
         model = WanTransformer3DModel(**dit_config(num_layers))
@@ -115,9 +115,11 @@ def child(folder: Path, dtype_name: str) -> dict:
     import gc
 
     import torch
+    from accelerate import init_empty_weights  # noqa: F401 - imported before the baseline: the cost of
+    from diffusers import WanTransformer3DModel  # noqa: F401 - importing libraries is not the cost of loading
 
-    from longvie.config import torch_dtype
-    from longvie.original_layout import load_original_transformer
+    from longvie.presets.config import torch_dtype
+    from longvie.weights.original_layout import load_original_transformer
 
     dtype = torch_dtype(dtype_name)
     gc.collect()
@@ -138,7 +140,7 @@ def child(folder: Path, dtype_name: str) -> dict:
 def measure(size_mb: float, num_shards: int, dtype: str = "float32", file_dtype: str = "float32",
             workdir: Path | None = None) -> dict:
     """Write a checkpoint, load it in a subprocess, and return the measurements (sizes in MB)."""
-    from longvie.config import torch_dtype
+    from longvie.presets.config import torch_dtype
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp) / "Wan2.1-I2V-measure"

@@ -29,14 +29,14 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """(base_dir, longvie_dir): a tiny diffusers-layout Wan2.1-I2V folder + control/dit safetensors."""
-    from longvie.testing import write_tiny_checkpoints
+    from longvie.presets.tiny import write_tiny_checkpoints
 
     return write_tiny_checkpoints(tmp_path_factory.mktemp("tiny_ckpt"))
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_checkpoints):
-    from longvie.pipeline import LongViePipeline
+    from longvie.sampling.pipeline import LongViePipeline
 
     return LongViePipeline.from_pretrained(*tiny_checkpoints, torch_dtype=torch.float32, device="cpu")
 

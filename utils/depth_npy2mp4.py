@@ -20,9 +20,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from longvie.controls import CONSTANT_DEPTH_GREY, clip_ranges, depth_bounds, disparity_to_grey, grey_to_rgb
-from longvie.video_io import write_video
-from utils.driving_video import plan_clips
+from longvie.controls.driving_video import plan_clips
+from longvie.controls.primitives import CONSTANT_DEPTH_GREY, clip_ranges, depth_bounds, disparity_to_grey, grey_to_rgb
+from longvie.media.video_io import write_video
 
 
 def load_disparity(path: str | Path) -> np.ndarray:

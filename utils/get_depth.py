@@ -17,9 +17,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longvie.atomic import atomic_save_npy
-from utils.depth_estimators import add_depth_arguments, depth_estimator_from_args
-from utils.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
+from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.media.atomic import atomic_save_npy
 
 
 def parse_args(argv=None) -> argparse.Namespace:

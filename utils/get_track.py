@@ -25,10 +25,10 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from longvie.controls import clip_ranges, default_point_size, grid_points, render_tracks, track_colors
-from longvie.video_io import write_video
-from utils.driving_video import add_video_arguments, load_driving_video
-from utils.point_tracking import BACKENDS, build_tracker
+from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.point_tracking import BACKENDS, build_tracker
+from longvie.controls.primitives import clip_ranges, default_point_size, grid_points, render_tracks, track_colors
+from longvie.media.video_io import write_video
 
 
 def sample_at(image: np.ndarray, points_xy: np.ndarray) -> np.ndarray:

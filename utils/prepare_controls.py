@@ -25,11 +25,11 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from longvie.atomic import atomic_path, atomic_save_npy, atomic_write_json
-from longvie.controls import clip_ranges
-from utils.depth_estimators import add_depth_arguments, depth_estimator_from_args
-from utils.driving_video import add_video_arguments, load_driving_video
-from utils.point_tracking import BACKENDS as TRACK_BACKENDS
+from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
+from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.point_tracking import BACKENDS as TRACK_BACKENDS
+from longvie.controls.primitives import clip_ranges
+from longvie.media.atomic import atomic_path, atomic_save_npy, atomic_write_json
 
 PLACEHOLDER_CAPTION = ("PLACEHOLDER for clip {index}: replace this text with a description of the clip "
                        "(scene, subjects, motion, camera) before sampling.")
@@ -101,9 +101,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
+    from longvie.controls.point_tracking import build_tracker
     from utils.depth_npy2mp4 import normalize_depth_for_clips, write_depth_clips
     from utils.get_track import write_track_clips
-    from utils.point_tracking import build_tracker
 
     out = Path(args.out)
     try:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     cond_path = write_cond(out, placeholder_captions(len(ranges)), depth_paths, track_paths)
     if args.caption_model:
         try:
-            from utils.captioning import QwenCaptioner
+            from longvie.controls.captioning import QwenCaptioner
 
             captioner = QwenCaptioner.from_pretrained(args.caption_model, args.local_files, args.device)
             texts = [captioner.describe(frames[start:end]) for start, end in tqdm(ranges, desc="captions", unit="clip")]

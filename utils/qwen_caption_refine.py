@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longvie.atomic import atomic_write_json
-from utils.captioning import DEFAULT_CAPTION_MODEL
+from longvie.controls.captioning import DEFAULT_CAPTION_MODEL
+from longvie.media.atomic import atomic_write_json
 
 PATH_FIELDS = ("depth", "track")
 
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from longvie.video_io import load_image
-    from utils.captioning import QwenCaptioner
+    from longvie.controls.captioning import QwenCaptioner
+    from longvie.media.video_io import load_image
 
     try:
         entries = load_cond(args.cond)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from longvie.atomic import atomic_path, atomic_write_json
-from longvie.controls import clip_ranges, grey_to_rgb, grid_points, normalize_depth, render_tracks, track_colors
-from longvie.video_io import write_video
+from ..controls.primitives import clip_ranges, grey_to_rgb, grid_points, normalize_depth, render_tracks, track_colors
+from ..media.atomic import atomic_path, atomic_write_json
+from ..media.video_io import write_video
 
 __all__ = ["Scene", "Camera", "make_scene", "camera_at", "render", "project", "make_synthetic_example", "main"]
 

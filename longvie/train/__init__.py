@@ -6,7 +6,10 @@
 Modules: ``config`` (stage YAML + overrides), ``data`` (metadata, clips, sample order),
 ``degradations`` (seeded transforms), ``inputs`` (sample -> denoiser inputs), ``losses``,
 ``trainer`` (the loop), ``checkpointing``, ``metrics`` (CSV/TensorBoard), ``cache`` (latent cache),
-``metadata`` (metadata from prepare_controls outputs), ``presets`` (tiny).
+``metadata`` (metadata from prepare_controls outputs), ``presets`` (tiny), ``runtime`` (accelerator
+and frozen encoders).
+
+May import: ``models``, ``weights``, ``sampling``, ``media``, ``controls``, ``presets``, ``examples``.
 """
 
 

@@ -13,51 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import load_train_config, parse_assignment
-
-# Flag -> dotted config key (a flag left out keeps the config's value).
-FLAG_KEYS = {
-    "output": "train.output_dir",
-    "max_steps": "train.max_steps",
-    "learning_rate": "train.learning_rate",
-    "seed": "train.seed",
-    "save_every": "train.save_every",
-    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
-    "init_from": "model.init_from",
-    "base_model": "model.base_model_dir",
-    "metadata": "data.metadata",
-    "num_workers": "data.num_workers",
-    "cache_dir": "data.cache_dir",
-}
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that select and override a training config (shared with ``longvie.train.cache``)."""
-    parser.add_argument("--config", default=None, help="stage config, e.g. configs/train_stage1.yaml")
-    parser.add_argument("--stage", type=int, choices=(1, 2, 3), default=None,
-                        help="stage number (selects configs/train_stageN.yaml when --config is not given)")
-    parser.add_argument("--preset", choices=("tiny",), default=None,
-                        help="tiny: tiny random model + synthetic data, runs on a CPU")
-    parser.add_argument("--output", default=None, help="output folder (train.output_dir)")
-    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (train.max_steps)")
-    parser.add_argument("--learning-rate", "--lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=None)
-    parser.add_argument("--init-from", default=None,
-                        help="previous stage's output folder or checkpoint (stages 2-3), or 'half_copy'")
-    parser.add_argument("--base-model", default=None, help="Wan2.1-I2V-14B-480P folder (either layout)")
-    parser.add_argument("--metadata", default=None, help="training metadata JSON/CSV")
-    parser.add_argument("--num-workers", type=int, default=None, help="data-loader workers per process")
-    parser.add_argument("--cache-dir", default=None, help="latent cache folder (see python -m longvie.train.cache)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set degradation.first_frame_p=0.3 (repeatable)")
-
-
-def config_from_args(args: argparse.Namespace) -> dict:
-    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-    overrides.update(parse_assignment(text) for text in args.set)
-    return load_train_config(args.config, args.stage, args.preset, overrides)
+from .config import add_config_arguments, config_from_args
 
 
 def main(argv=None) -> int:
@@ -76,8 +32,8 @@ def main(argv=None) -> int:
         config = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    from ..checkpoint_keys import CheckpointKeyError
-    from ..loading import WeightsError
+    from ..weights.checkpoint_keys import CheckpointKeyError
+    from ..weights.loading import WeightsError
     from .data import DataError
     from .trainer import train
 

@@ -25,8 +25,8 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
-from ..atomic import atomic_save_tensors, atomic_write_json
-from ..video_io import fit_frames
+from ..media.atomic import atomic_save_tensors, atomic_write_json
+from ..media.video_io import fit_frames
 from .data import ClipRecord, DataError, history_available, load_clip
 from .degradations import DegradationSettings, degrade_depth, sample_plan, sample_rng
 
@@ -141,7 +141,7 @@ class CachedClipDataset(Dataset):
         plan.history_frames = min(plan.history_frames, len(history) // 4 * 4)
         item["history"] = history[len(history) - plan.history_frames:]
         if plan.depth_ops:
-            from ..video_io import read_video
+            from ..media.video_io import read_video
 
             depth = fit_frames(read_video(record.depth, max_frames=self.data_cfg["num_frames"]),
                                self.data_cfg["height"], self.data_cfg["width"], self.data_cfg["resize"])
@@ -151,9 +151,9 @@ class CachedClipDataset(Dataset):
 
 
 def main(argv=None) -> int:
-    from .__main__ import add_config_arguments, config_from_args
-    from .trainer import build_encoder, make_accelerator
+    from .config import add_config_arguments, config_from_args
     from .presets import resolve_preset
+    from .runtime import build_encoder, make_accelerator
 
     parser = argparse.ArgumentParser(prog="python -m longvie.train.cache",
                                      description="Precompute VAE latents and text/CLIP embeddings for training.")

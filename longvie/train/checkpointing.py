@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_save_tensors, atomic_write_json, atomic_write_text, fsync_dir
-from ..checkpoint_keys import to_original_dit_state_dict, to_released_control_state_dict
-from ..loading import CONTROL_FILENAME, DIT_FILENAME
+from ..media.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text, fsync_dir
+from ..weights.checkpoint_keys import to_original_dit_state_dict, to_released_control_state_dict
+from ..weights.loading import CONTROL_FILENAME, DIT_FILENAME
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST = "latest"

@@ -6,12 +6,13 @@ Overrides use dotted keys, e.g. ``{"train.learning_rate": 1e-3}`` (``--set train
 """
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 
 import yaml
 
-from ..config import CONFIG_DIR, merge
+from ..presets.config import CONFIG_DIR, merge
 
 SECTIONS = ("model", "data", "train", "degradation", "loss")
 TRAINABLE_GROUPS = ("control", "dit_self_attention")
@@ -90,3 +91,48 @@ def validate(config: dict) -> None:
     if config["model"]["weight_dtype"] not in ("float32", "fp32") and train["mixed_precision"] == "no":
         raise ValueError("model.weight_dtype is not float32, so train.mixed_precision must be bf16 "
                          "(frozen bf16 weights meet float32 trainable weights under autocast)")
+
+
+# Flag -> dotted config key (a flag left out keeps the config's value).
+FLAG_KEYS = {
+    "output": "train.output_dir",
+    "max_steps": "train.max_steps",
+    "learning_rate": "train.learning_rate",
+    "seed": "train.seed",
+    "save_every": "train.save_every",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "init_from": "model.init_from",
+    "base_model": "model.base_model_dir",
+    "metadata": "data.metadata",
+    "num_workers": "data.num_workers",
+    "cache_dir": "data.cache_dir",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that select and override a training config (shared with ``longvie.train.cache``)."""
+    parser.add_argument("--config", default=None, help="stage config, e.g. configs/train_stage1.yaml")
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), default=None,
+                        help="stage number (selects configs/train_stageN.yaml when --config is not given)")
+    parser.add_argument("--preset", choices=("tiny",), default=None,
+                        help="tiny: tiny random model + synthetic data, runs on a CPU")
+    parser.add_argument("--output", default=None, help="output folder (train.output_dir)")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (train.max_steps)")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=None)
+    parser.add_argument("--init-from", default=None,
+                        help="previous stage's output folder or checkpoint (stages 2-3), or 'half_copy'")
+    parser.add_argument("--base-model", default=None, help="Wan2.1-I2V-14B-480P folder (either layout)")
+    parser.add_argument("--metadata", default=None, help="training metadata JSON/CSV")
+    parser.add_argument("--num-workers", type=int, default=None, help="data-loader workers per process")
+    parser.add_argument("--cache-dir", default=None, help="latent cache folder (see python -m longvie.train.cache)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set degradation.first_frame_p=0.3 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    overrides.update(parse_assignment(text) for text in args.set)
+    return load_train_config(args.config, args.stage, args.preset, overrides)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..video_io import fit_frames, read_video
+from ..media.video_io import fit_frames, read_video
 from .degradations import DegradationPlan, DegradationSettings, degrade_depth, sample_plan, sample_rng
 
 logger = logging.getLogger(__name__)

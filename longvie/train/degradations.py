@@ -293,7 +293,7 @@ def vae_roundtrip(vae, pixels: torch.Tensor, rounds: int) -> torch.Tensor:
     A video keeps its frame count when T = 4k + 1 (the VAE's frame rule); the output is clamped to
     [-1, 1] after every round, as a saved image would be.
     """
-    from ..conditioning import vae_decode, vae_encode
+    from ..sampling.conditioning import vae_decode, vae_encode
 
     if rounds <= 0:
         return pixels
@@ -322,7 +322,7 @@ def regenerate_first_frame(denoiser, vae, latents: torch.Tensor, timestep: int, 
     Returns:
         (B, 3, H, W) the regenerated first frame in [-1, 1].
     """
-    from ..conditioning import vae_decode
+    from ..sampling.conditioning import vae_decode
 
     sigma = timestep / 1000.0
     noisy = (1 - sigma) * latents + sigma * noise

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import (clip_pixel_values, control_condition, encode_image, encode_prompt, image_condition,
-                            vae_encode)
+from ..sampling.conditioning import (
+    clip_pixel_values,
+    control_condition,
+    encode_image,
+    encode_prompt,
+    image_condition,
+    vae_encode,
+)
 from .degradations import FrameDegradation, color_drift, regenerate_first_frame, vae_roundtrip
 
 

@@ -3,7 +3,7 @@
 Latent tensors are (B, C, F, H, W): batch, 16 latent channels, latent frames, latent rows/cols.
 
 * flow matching (Wan2.1 / DiffSynth): x_t = (1 - s) x0 + s ε, target v = ε - x0, MSE, times the
-  schedule's bell-shaped timestep weight (:func:`longvie.scheduling.training_timestep_weights`);
+  schedule's bell-shaped timestep weight (:func:`longvie.sampling.scheduling.training_timestep_weights`);
 * degradation-aware terms (stage 3, LongVie 2, arXiv 2512.13604, when the clip's conditioning
   frame is degraded): per-latent-frame weights 0.05 / 0.325 / 0.757 on frames 0 / 1 / 2, plus, on
   latent frame 0 and in target space,

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..media.atomic import atomic_write_json
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 PLACEHOLDER_PREFIX = "PLACEHOLDER"  # utils/prepare_controls.py writes these without a caption model

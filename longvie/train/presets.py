@@ -1,7 +1,7 @@
 """The ``tiny`` training preset: the real code path on a CPU in seconds.
 
 ``--preset tiny`` trains the tiny random-weight Wan2.1-I2V of configs/tiny.yaml (written by
-:func:`longvie.testing.write_tiny_checkpoints`, nothing is downloaded) on the synthetic example
+:func:`longvie.presets.tiny.write_tiny_checkpoints`, nothing is downloaded) on the synthetic example
 (``python -m longvie.examples.synthetic``: a ray-cast scene with exact depth and tracks, whose
 rendered RGB video is the training video), at 32 x 48 pixels and 9 frames per clip.
 
@@ -30,7 +30,7 @@ def preset_overrides(name: str, stage: int) -> dict:
     """Config overrides of a preset (merged over the stage config)."""
     if name != "tiny":
         raise ValueError(f"unknown training preset {name!r}; available: tiny")
-    from ..config import load_config
+    from ..presets.config import load_config
 
     overrides = {
         "model": {"base_model_dir": "",  # "" = the tiny checkpoints (resolve_preset)
@@ -51,8 +51,8 @@ def preset_overrides(name: str, stage: int) -> dict:
 
 def prepare_tiny_assets(root: Path | None = None) -> tuple[Path, Path]:
     """Write (once) the tiny base model and the synthetic training data; returns (base_dir, metadata)."""
-    from ..atomic import atomic_write_json
     from ..examples.synthetic import make_synthetic_example
+    from ..media.atomic import atomic_write_json
     from .metadata import rows_from_conditions
 
     root = Path(root or tiny_root())
@@ -74,8 +74,8 @@ def write_trainable_tiny_base(root: Path) -> Path:
     import torch
     from diffusers import WanTransformer3DModel
 
-    from ..atomic import atomic_write_text
-    from ..testing import write_tiny_checkpoints
+    from ..media.atomic import atomic_write_text
+    from ..presets.tiny import write_tiny_checkpoints
 
     base_dir = root / "Wan2.1-I2V-tiny-train-Diffusers"
     marker = base_dir / ".complete"

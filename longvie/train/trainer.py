@@ -12,7 +12,6 @@ each checkpoint. A resumed run therefore repeats the uninterrupted run's losses.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,17 +21,18 @@ import numpy as np
 import torch
 import yaml
 
-from ..atomic import atomic_write_text
-from ..config import torch_dtype
-from ..control_branch import LongVieControlBranch
-from ..denoiser import LongVieDenoiser
-from ..scheduling import TrainingSchedule
+from ..media.atomic import atomic_write_text
+from ..models.control_branch import LongVieControlBranch
+from ..models.denoiser import LongVieDenoiser
+from ..presets.config import torch_dtype
+from ..sampling.scheduling import TrainingSchedule
 from . import checkpointing
 from .data import ClipDataset, SampleStream, read_metadata
 from .degradations import DegradationSettings
-from .inputs import ClipInputs, InputEncoder
+from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
 from .metrics import MetricsLogger
+from .runtime import build_encoder, make_accelerator
 
 logger = logging.getLogger("longvie.train")
 
@@ -64,7 +64,7 @@ def build_denoiser(config: dict) -> LongVieDenoiser:
     Stage 1 (``init_from`` null / "half_copy"): control block i = half copy of DiT block i (SPEC §2).
     Stages 2-3: the previous stage's control.safetensors (+ dit.safetensors when present).
     """
-    from ..loading import load_control_branch, load_transformer, longvie_weight_paths, overlay_dit_weights
+    from ..weights.loading import load_control_branch, load_transformer, longvie_weight_paths, overlay_dit_weights
 
     model_cfg = config["model"]
     weight_dtype = torch_dtype(model_cfg["weight_dtype"])
@@ -107,22 +107,6 @@ def select_trainable(denoiser: torch.nn.Module, groups) -> set[str]:
     if not names:
         raise ValueError(f"train.trainable {groups} matches no parameter")
     return names
-
-
-def build_encoder(config: dict, device, text_on_device: bool = True) -> InputEncoder:
-    """The frozen VAE, umT5 and CLIP on ``device``; umT5 (11 GB in bf16) stays on the CPU when
-    ``text_on_device`` is False (training from a latent cache, where prompts are pre-encoded)."""
-    from ..loading import load_base_components
-
-    model_cfg = config["model"]
-    parts = load_base_components(model_cfg["base_model_dir"], torch_dtype=torch_dtype(model_cfg["weight_dtype"]),
-                                 vae_dtype=torch_dtype(model_cfg["vae_dtype"]))
-    for name in ("text_encoder", "image_encoder", "vae"):
-        parts[name].requires_grad_(False).eval()
-        if name != "text_encoder" or text_on_device:
-            parts[name].to(device)
-    return InputEncoder(parts["vae"], parts["tokenizer"], parts["text_encoder"], parts["image_encoder"],
-                        parts["image_processor"], device, torch_dtype(model_cfg["weight_dtype"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,23 +177,6 @@ def build_dataset(config: dict):
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
-
-
-def make_accelerator(config: dict):
-    from accelerate import Accelerator
-
-    train_cfg = config["train"]
-    # Several processes without CUDA (torchrun on CPUs): accelerate needs cpu=True to use gloo,
-    # otherwise every process would train alone.
-    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accum = train_cfg["gradient_accumulation_steps"]
-    accelerator = Accelerator(gradient_accumulation_steps=accum, mixed_precision=train_cfg["mixed_precision"],
-                              cpu=cpu_processes)
-    if accelerator.gradient_accumulation_steps != accum:  # set by an accelerate config file (env)
-        logger.warning("gradient accumulation: the accelerate config says %d, the stage config %d; using %d",
-                       accelerator.gradient_accumulation_steps, accum, accum)
-        accelerator.gradient_accumulation_steps = accum
-    return accelerator
 
 
 def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:

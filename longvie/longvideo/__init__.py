@@ -1,0 +1,13 @@
+"""Ultra-long video: the clip-by-clip sampler, the run directory (manifest, states, lock, resume),
+validation of every input before a model loads, and the ``python -m longvie.sample`` command line.
+
+May import: ``media``, ``controls``, ``presets``, ``examples``, and (lazily, once inputs are valid)
+``weights`` and ``sampling``.
+"""
+from .run_state import RedoRequest, RunDir, RunLockedError, RunMismatchError
+from .sampler import LongVideoResult, LongVideoSampler, LongVideoSettings, load_run_frames
+from .validation import ClipCondition, InputValidationError, load_conditions, validate_inputs
+
+__all__ = ["ClipCondition", "InputValidationError", "LongVideoResult", "LongVideoSampler", "LongVideoSettings",
+           "RedoRequest", "RunDir", "RunLockedError", "RunMismatchError", "load_conditions", "load_run_frames",
+           "validate_inputs"]

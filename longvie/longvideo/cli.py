@@ -1,0 +1,260 @@
+"""Command line for ultra-long video generation (``python -m longvie.sample``, ``sample_longvideo.sh``).
+
+    python -m longvie.sample --config configs/longvie2_i2v_14b.yaml \\
+        --image first.png --cond cond.json --out outputs/my_run
+    python -m longvie.sample --preset tiny          # random tiny weights, synthetic example, CPU
+
+Every input is validated before any model is loaded. The run directory (``--out``) is resumable:
+re-running the same command continues after the last finished clip; ``--redo K`` regenerates clip
+K and everything after it (with ``--seed``/``--prompt``, a new seed/prompt for clip K). See
+:mod:`longvie.longvideo.sampler` and :mod:`longvie.longvideo.run_state`.
+
+Defaults: without ``--cond`` the synthetic example (:mod:`longvie.examples.synthetic`) is rendered
+at the run's resolution into the cache (``$LONGVIE_CACHE``, else ``~/.cache/longvie``); without
+``--image`` the ``first.png`` next to cond.json is used; ``--out`` defaults to
+``outputs/<preset>_<example folder>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ..media.video_io import RESIZE_MODES
+from ..presets.config import config_path, load_config, merge
+from .run_state import RedoRequest, RunLockedError, RunMismatchError
+from .sampler import LongVideoSampler, LongVideoSettings
+from .validation import InputValidationError, validate_inputs
+
+logger = logging.getLogger("longvie.sample")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = "longvie2_i2v_14b"
+SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
+SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
+                     "seed": 0, "history_frames": 8, "resize": "crop", "negative_prompt": None, "fps": 16}
+
+
+def cache_dir() -> Path:
+    """Where tiny checkpoints and generated examples go: $LONGVIE_CACHE, else ~/.cache/longvie."""
+    root = os.environ.get("LONGVIE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "longvie"
+    return Path(root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m longvie.sample",
+        description="LongVie 2 ultra-long video generation: clip by clip, resumable.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", dest="config", default=DEFAULT_CONFIG,
+                        help="YAML config: a path or a name in configs/ (longvie2_i2v_14b, tiny)")
+    parser.add_argument("--preset", dest="config", help="same as --config NAME (the last one given wins)")
+    parser.add_argument("--image", type=Path, help="first frame (default: first.png next to cond.json)")
+    parser.add_argument("--cond", type=Path, help="condition list cond.json (default: the synthetic example)")
+    parser.add_argument("--out", type=Path, help="run directory (default: outputs/<preset>_<example>)")
+    parser.add_argument("--seed", type=int, help="run seed; with --redo K, a new seed for clip K")
+    parser.add_argument("--prompt", help="with --redo K: a new prompt for clip K (kept for later re-runs)")
+    parser.add_argument("--redo", type=int, metavar="K", help="regenerate clip K (0-based) and every clip after it")
+    parser.add_argument("--clips", type=int, help="generate only the first N clips of the condition list")
+    parser.add_argument("--steps", type=int, help="denoising steps (50)")
+    parser.add_argument("--cfg", type=float, help="classifier-free guidance scale (5.0)")
+    parser.add_argument("--shift", type=float, help="flow-matching shift (5.0)")
+    parser.add_argument("--height", type=int, help="frame height, multiple of 16 (352)")
+    parser.add_argument("--width", type=int, help="frame width, multiple of 16 (640)")
+    parser.add_argument("--num-frames", type=int, help="frames per clip, 4k+1 (81)")
+    parser.add_argument("--resize", choices=RESIZE_MODES,
+                        help="inputs of another size: crop = resize short side + centre crop (default, upstream "
+                             "training); stretch = plain resize (upstream inference parity)")
+    parser.add_argument("--offload", choices=("none", "model", "group"), help="GPU memory mode")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available; cpu for tiny)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The config file merged with the command-line overrides, sampling settings flattened."""
+    config = load_config(args.config)
+    sampling = {**SAMPLING_DEFAULTS, **{k: config[k] for k in SAMPLING_DEFAULTS if k in config},
+                **(config.get("sampling") or {})}
+    overrides = {"num_frames": args.num_frames, "height": args.height, "width": args.width, "steps": args.steps,
+                 "cfg": args.cfg, "shift": args.shift, "resize": args.resize}
+    if args.seed is not None and args.redo is None:
+        overrides["seed"] = args.seed
+    config = merge(config, {"offload": args.offload})
+    config["sampling"] = merge(sampling, overrides)  # assigned, not merged: None values are meaningful
+    config["config_file"] = str(config_path(args.config))
+    config.setdefault("preset", Path(config["config_file"]).stem)
+    config.setdefault("dtype", "bfloat16")
+    config.setdefault("offload", "none")
+    return config
+
+
+def is_tiny(config: dict) -> bool:
+    return config.get("preset") == "tiny"
+
+
+def _resolve_dir(value) -> Path | None:
+    """A model folder from the config: relative to the working directory, else to the repository."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    return path
+
+
+def check_model_dirs(config: dict) -> list[str]:
+    """Problems with the weights folders of a released-weights config (none for the tiny preset).
+
+    Existing folders get the header-only completeness checks of :mod:`longvie.weights.files`
+    (seconds, no tensor data read), so a truncated download is reported before any model loads.
+    """
+    if is_tiny(config):
+        return []
+    where = config["config_file"]
+    download = "run `python download_wan2.1.py` (see models/README.md)"
+    base, longvie = _resolve_dir(config.get("base_model_dir")), _resolve_dir(config.get("longvie_dir"))
+    problems = []
+    if base is None or not base.is_dir():
+        problems.append(f"base model folder {base}: not found — {download}, or set base_model_dir in {where}")
+    if longvie is None or not longvie.is_dir():
+        problems.append(f"LongVie 2 weights folder {longvie}: not found — {download}, or set longvie_dir in "
+                        f"{where}; to try the pipeline without weights use --preset tiny")
+    if problems:
+        return problems
+
+    from ..weights.files import diffusers_layout_problems, longvie_folder_problems, original_layout_problems
+
+    layout_problems = diffusers_layout_problems if (base / "model_index.json").is_file() else original_layout_problems
+    names = ["control.safetensors"] + (["dit.safetensors"] if (longvie / "dit.safetensors").exists() else [])
+    found = layout_problems(base) + longvie_folder_problems(longvie, names)
+    return [f"{p} — {download} to complete the download" for p in found]
+
+
+def default_example(config: dict, clips: int | None) -> Path:
+    """cond.json of the synthetic example at the run's resolution, rendered once into the cache."""
+    from ..examples.synthetic import make_synthetic_example
+
+    s = config["sampling"]
+    num_clips = max(SYNTHETIC_CLIPS, clips or 0)
+    folder = cache_dir() / "examples" / f"synthetic_{num_clips}x{s['num_frames']}_{s['height']}x{s['width']}"
+    cond = folder / "cond.json"
+    if not cond.is_file():  # cond.json is written last: its presence means the example is complete
+        logger.info("rendering the synthetic example into %s", folder)
+        make_synthetic_example(folder, clips=num_clips, height=s["height"], width=s["width"],
+                               frames_per_clip=s["num_frames"])
+    return cond
+
+
+def pipeline_loader(config: dict, device: str | None):
+    """A function that loads the pipeline of ``config`` (called only when a clip must be made)."""
+
+    def load():
+        import torch
+
+        from ..presets.config import torch_dtype
+        from ..sampling.pipeline import LongViePipeline
+
+        if is_tiny(config):
+            from ..presets.tiny import write_tiny_checkpoints
+
+            base, longvie = write_tiny_checkpoints(cache_dir() / "tiny_checkpoints")
+        else:
+            base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
+        target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
+        return LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
+                                               device=target, offload=config.get("offload") or "none")
+
+    return load
+
+
+def model_identity(config: dict) -> str:
+    if is_tiny(config):
+        return "tiny (random weights from longvie.presets.tiny.write_tiny_checkpoints)"
+    base, longvie = _resolve_dir(config.get("base_model_dir")), _resolve_dir(config.get("longvie_dir"))
+    return f"{base.resolve() if base else None} + {longvie.resolve() if longvie else None}"
+
+
+class _TqdmHandler(logging.Handler):
+    """Console log lines that do not break the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_console_logging() -> None:
+    package_logger = logging.getLogger("longvie")
+    if not any(isinstance(h, _TqdmHandler) for h in package_logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("[longvie] %(message)s"))
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_console_logging()
+    try:
+        config = resolve_config(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    s = config["sampling"]
+    if args.prompt is not None and args.redo is None:
+        print("error: --prompt sets a new prompt for the clip given with --redo K; add --redo K", file=sys.stderr)
+        return 2
+
+    problems = check_model_dirs(config)
+    if problems and args.cond is None:  # no point rendering the default example without weights
+        print(f"error: {InputValidationError(problems)}", file=sys.stderr)
+        return 2
+    cond = args.cond or default_example(config, args.clips)
+    image = args.image or cond.parent / "first.png"
+    out = args.out or Path("outputs") / f"{config['preset']}_{cond.resolve().parent.name}"
+
+    try:
+        inputs = validate_inputs(image, cond, num_frames=s["num_frames"], height=s["height"], width=s["width"],
+                                 resize=s["resize"], num_clips=args.clips, history_frames=s["history_frames"])
+    except InputValidationError as err:
+        problems += err.problems
+    if problems:
+        print(f"error: {InputValidationError(problems)}", file=sys.stderr)
+        return 2
+
+    settings = LongVideoSettings(
+        num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
+        shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
+        negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
+        seed=s["seed"])
+    if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
+        print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
+        return 2
+    redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
+    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device),
+                               progress=not args.no_progress)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
+    from ..weights.loading import WeightsError  # imports torch and diffusers: only once inputs are valid
+
+    try:
+        result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
+                         redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
+                         command=command, notes=inputs.notes)
+    except (RunMismatchError, RunLockedError, InputValidationError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_dir = result.run_dir.resolve()
+    print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
+          f"at {settings.fps} fps)")
+    print(f"clips: {run_dir / 'clips'}/  manifest: {run_dir / 'manifest.json'}  log: {run_dir / 'run.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,362 @@
+"""All video and image IO of the project: reading, writing and bringing frames to a resolution.
+
+Frames are numpy ``uint8`` arrays of shape (T, H, W, 3) in RGB order unless stated otherwise.
+
+Reading tries decord first (fast, random access) and falls back to PyAV. Writing goes through
+imageio-ffmpeg (H.264, yuv420p, 16 fps by default) and is atomic: the target file appears only once
+the encoder has finished (see :mod:`longvie.media.atomic`).
+
+Two resize rules exist (SPEC §4):
+
+* ``"crop"`` (default, the upstream *training* rule): scale so the frame covers the target, then
+  centre-crop. Aspect ratio is preserved.
+* ``"stretch"`` (the upstream *inference* rule, e.g. 832x480 -> 640x352): a plain resize. Use it for
+  exact parity with upstream inference.
+
+Both use PIL bicubic resampling, like upstream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Literal, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_path
+
+__all__ = [
+    "read_video",
+    "count_frames",
+    "write_video",
+    "load_image",
+    "resize_center_crop",
+    "resize_stretch",
+    "fit_frames",
+    "to_frame_array",
+    "RESIZE_MODES",
+]
+
+RESIZE_MODES = ("crop", "stretch")
+ResizeMode = Literal["crop", "stretch"]
+Frames = Union[np.ndarray, Image.Image, Sequence[Image.Image], Sequence[np.ndarray]]
+
+_REENCODE_HINT = (
+    "check that the file is a complete, readable video; if it is, re-encode it with "
+    "`ffmpeg -i {path} -c:v libx264 -pix_fmt yuv420p fixed.mp4`"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_with_decord(path: Path, max_frames: int | None) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    num = len(reader) if max_frames is None else min(len(reader), max_frames)
+    if num == 0:
+        raise ValueError("the video has no frames")
+    return reader.get_batch(list(range(num))).asnumpy()
+
+
+def _read_with_pyav(path: Path, max_frames: int | None) -> np.ndarray:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError("the video has no frames")
+    return np.stack(frames)
+
+
+_READERS = {"decord": _read_with_decord, "pyav": _read_with_pyav}
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ValueError(f"{what} not found: {path} — check the path (relative paths are resolved from "
+                         f"{Path.cwd()} unless documented otherwise)")
+
+
+def read_video(
+    path: str | os.PathLike,
+    max_frames: int | None = None,
+    *,
+    backend: Literal["auto", "decord", "pyav"] = "auto",
+) -> np.ndarray:
+    """Decode a video into a (T, H, W, 3) uint8 RGB array.
+
+    Args:
+        path: video file.
+        max_frames: decode at most this many frames from the start (all when None).
+        backend: "auto" tries decord, then PyAV; "decord" or "pyav" forces one reader.
+
+    Raises:
+        ValueError: the file is missing or no reader can decode it; the message names the file and
+            the fix.
+    """
+    path = Path(path)
+    _check_exists(path, "video")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    names = ("decord", "pyav") if backend == "auto" else (backend,)
+    errors = []
+    for name in names:
+        try:
+            frames = _READERS[name](path, max_frames)
+        except ImportError as err:
+            errors.append(f"{name}: not installed ({err})")
+            continue
+        except Exception as err:  # decord raises its own error types; PyAV raises av.error.*
+            errors.append(f"{name}: {err}".strip())
+            continue
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            errors.append(f"{name}: unexpected decoded array {frames.shape} {frames.dtype}")
+            continue
+        return frames
+    raise ValueError(
+        f"cannot read video {path} ({'; '.join(errors)}) — " + _REENCODE_HINT.format(path=path)
+    )
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of frames of a video (container index when available, else a full decode).
+
+    Raises:
+        ValueError: the file is missing or unreadable (message names the file and the fix).
+    """
+    path = Path(path)
+    _check_exists(path, "video")
+    errors = []
+    try:
+        import decord
+
+        num = len(decord.VideoReader(str(path), ctx=decord.cpu(0)))
+        if num > 0:
+            return num
+        errors.append("decord: the video has no frames")
+    except Exception as err:
+        errors.append(f"decord: {err}".strip())
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            num = sum(1 for _ in container.decode(stream))
+        if num > 0:
+            return num
+        errors.append("pyav: the video has no frames")
+    except Exception as err:
+        errors.append(f"pyav: {err}".strip())
+    raise ValueError(
+        f"cannot read video {path} ({'; '.join(errors)}) — " + _REENCODE_HINT.format(path=path)
+    )
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Load an image as an RGB PIL image.
+
+    Raises:
+        ValueError: the file is missing or not a decodable image (message names the file and the fix).
+    """
+    path = Path(path)
+    _check_exists(path, "image")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except Exception as err:
+        raise ValueError(
+            f"cannot read image {path} ({err}) — provide a PNG or JPEG file, e.g. re-save it with an "
+            f"image editor or `ffmpeg -i {path} first.png`"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_uint8_frame(frame) -> np.ndarray:
+    if isinstance(frame, Image.Image):
+        frame = np.asarray(frame.convert("RGB"))
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got {frame.dtype}")
+    return np.ascontiguousarray(frame)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Frames | Iterable,
+    fps: float = 16,
+    crf: int | None = None,
+    quality: float | None = None,
+) -> Path:
+    """Encode frames as an H.264 (yuv420p) mp4, atomically.
+
+    Args:
+        path: output file (its directory is created).
+        frames: a (T, H, W, 3) uint8 array, or any iterable of (H, W, 3) uint8 arrays / PIL images
+            (a generator streams frames without holding the whole video in memory). H and W must
+            be even (a yuv420p requirement).
+        fps: frame rate (16 for LongVie).
+        crf: x264 constant rate factor (0 = visually lossless .. 51); default 18.
+        quality: alternative to ``crf`` on imageio's 0..10 scale (10 = best, maps to crf 0).
+
+    Returns:
+        ``path`` as a Path. The output is deterministic: the same frames give the same bytes.
+    """
+    import imageio_ffmpeg
+
+    if crf is not None and quality is not None:
+        raise ValueError("pass crf or quality, not both")
+    if quality is not None:
+        if not 0 <= quality <= 10:
+            raise ValueError(f"quality must be in [0, 10], got {quality}")
+        crf = int((1 - quality / 10.0) * 51)
+    crf = 18 if crf is None else int(crf)
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must be in [0, 51], got {crf}")
+
+    iterator = iter(frames)
+    try:
+        first = _as_uint8_frame(next(iterator))
+    except StopIteration:
+        raise ValueError(f"write_video({path}): no frames to write") from None
+    height, width = first.shape[:2]
+    if height % 2 or width % 2:
+        raise ValueError(
+            f"write_video({path}): frame size {height}x{width} (HxW) must be even for H.264 yuv420p; "
+            "crop or resize the frames (e.g. with longvie.media.video_io.fit_frames)"
+        )
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (width, height),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            # bitexact + no metadata: identical frames give byte-identical files (resume tests).
+            output_params=["-crf", str(crf), "-map_metadata", "-1", "-fflags", "+bitexact",
+                           "-flags:v", "+bitexact"],
+        )
+        writer.send(None)  # start the encoder
+        try:
+            writer.send(first)
+            for frame in iterator:
+                frame = _as_uint8_frame(frame)
+                if frame.shape[:2] != (height, width):
+                    raise ValueError(
+                        f"write_video({path}): frame of size {frame.shape[:2]} differs from the first "
+                        f"frame's {(height, width)}"
+                    )
+                writer.send(frame)
+        finally:
+            writer.close()
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------------------
+
+
+def _resize_crop_image(image: Image.Image, height: int, width: int) -> Image.Image:
+    src_w, src_h = image.size
+    if (src_h, src_w) == (height, width):
+        return image
+    scale = max(height / src_h, width / src_w)
+    new_w = max(width, round(src_w * scale))
+    new_h = max(height, round(src_h * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left = (new_w - width) // 2
+    top = (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def _resize_stretch_image(image: Image.Image, height: int, width: int) -> Image.Image:
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.BICUBIC)
+
+
+def _apply_per_frame(frames: Frames, height: int, width: int, resize_one):
+    """Apply a PIL resize to every frame, returning the same kind of container as given."""
+    if height < 1 or width < 1:
+        raise ValueError(f"target size must be positive, got {height}x{width}")
+    if isinstance(frames, Image.Image):
+        return resize_one(frames.convert("RGB"), height, width)
+    if isinstance(frames, np.ndarray):
+        if frames.ndim == 3:  # a single (H, W, 3) frame
+            return np.asarray(resize_one(Image.fromarray(frames), height, width))
+        if frames.ndim != 4:
+            raise ValueError(f"expected (T, H, W, 3) or (H, W, 3) frames, got shape {frames.shape}")
+        if frames.shape[1:3] == (height, width):
+            return frames
+        return np.stack([np.asarray(resize_one(Image.fromarray(f), height, width)) for f in frames])
+    # A sequence of PIL images or arrays: keep the element type.
+    out = []
+    for frame in frames:
+        if isinstance(frame, Image.Image):
+            out.append(resize_one(frame.convert("RGB"), height, width))
+        else:
+            out.append(np.asarray(resize_one(Image.fromarray(np.asarray(frame)), height, width)))
+    return out
+
+
+def resize_center_crop(frames: Frames, height: int, width: int):
+    """Scale so the frames cover ``height`` x ``width`` (short side first), then centre-crop.
+
+    Accepts a (T, H, W, 3) or (H, W, 3) uint8 array, a PIL image, or a list of either; returns the
+    same kind. This is the upstream training rule and the project default.
+    """
+    return _apply_per_frame(frames, height, width, _resize_crop_image)
+
+
+def resize_stretch(frames: Frames, height: int, width: int):
+    """Plain resize to ``height`` x ``width`` (aspect ratio not kept): the upstream inference rule."""
+    return _apply_per_frame(frames, height, width, _resize_stretch_image)
+
+
+def fit_frames(frames: Frames, height: int, width: int, mode: ResizeMode = "crop"):
+    """Bring frames to ``height`` x ``width`` with ``mode`` "crop" (default) or "stretch"."""
+    if mode == "crop":
+        return resize_center_crop(frames, height, width)
+    if mode == "stretch":
+        return resize_stretch(frames, height, width)
+    raise ValueError(f"unknown resize mode {mode!r}; use one of {RESIZE_MODES}")
+
+
+def to_frame_array(frames: Frames) -> np.ndarray:
+    """Convert a list of PIL images / arrays (or an array) to one (T, H, W, 3) uint8 array."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+        return frames
+    if isinstance(frames, Image.Image):
+        return np.asarray(frames.convert("RGB"))[None]
+    return np.stack([_as_uint8_frame(f) for f in frames])

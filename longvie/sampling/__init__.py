@@ -1,0 +1,5 @@
+"""Sampling one clip: the pipeline (encode, prepare latents, denoise, decode), the flow-matching
+schedules and the conditioning encoders (umT5 prompt, CLIP image, VAE latents, I2V mask).
+
+May import: ``longvie.models``, ``longvie.weights``, ``longvie.media``.
+"""

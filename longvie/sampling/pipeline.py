@@ -1,0 +1,296 @@
+"""LongVie 2 single-clip pipeline: first image + prompt + depth/track videos (+ history) -> one clip.
+
+SPEC §4. Typical use::
+
+    pipe = LongViePipeline.from_pretrained("models/Wan2.1-I2V-14B-480P-Diffusers", "models/LongVie2",
+                                           torch_dtype=torch.bfloat16, device="cuda", offload="model")
+    frames, noise = pipe(image, prompt, dense_video, sparse_video)                  # clip 1
+    frames, _ = pipe(frames[-1], prompt2, dense2, sparse2, history=frames[-8:], noise=noise)  # clip 2
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+
+from ..media.video_io import fit_frames
+from ..models.denoiser import LongVieDenoiser
+from .conditioning import (
+    clip_pixel_values,
+    control_condition,
+    encode_image,
+    encode_prompt,
+    frames_to_tensor,
+    image_condition,
+    tensor_to_frames,
+    vae_decode,
+    vae_encode,
+)
+from .scheduling import make_sampling_scheduler
+
+# Wan2.1's standard negative prompt (from the Wan2.1 release; upstream LongVie uses it verbatim).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+# Unified noise (SPEC §4): a later clip's first latent frame is (1-σ)·z_hist[-1] + σ·ε[0].
+UNIFIED_NOISE_SIGMA = 0.925926
+OFFLOAD_MODES = ("none", "model", "group")
+
+
+class ClipOutput(NamedTuple):
+    """``frames``: uint8 (T, H, W, 3) (a list of them for a batch); ``noise``: the initial noise
+    (B, 16, F, H/8, W/8), float32 on CPU, to pass to the next clip."""
+
+    frames: np.ndarray | list
+    noise: torch.Tensor
+
+
+def _is_frame(x) -> bool:
+    return isinstance(x, PIL.Image.Image) or (isinstance(x, np.ndarray) and x.ndim == 3)
+
+
+def _as_video_batch(video, name: str) -> list:
+    """A video (array (T,H,W,3) or list of frames) or a batch of them -> list of videos."""
+    if video is None:
+        raise ValueError(f"{name} is required: a uint8 video (T, H, W, 3) or a list of PIL frames")
+    if isinstance(video, torch.Tensor):
+        video = video.cpu().numpy()
+    if isinstance(video, np.ndarray):
+        if video.ndim == 4:
+            return [video]
+        if video.ndim == 5:
+            return list(video)
+        raise ValueError(f"{name} must be (T, H, W, 3) or (B, T, H, W, 3), got shape {video.shape}")
+    video = list(video)
+    if not video:
+        raise ValueError(f"{name} is empty: it needs at least 1 frame")
+    return [video] if _is_frame(video[0]) else [list(v) for v in video]
+
+
+def _as_image_batch(image) -> list:
+    if image is None:
+        raise ValueError("image is required: the clip's first frame (PIL image or uint8 (H, W, 3) array)")
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        return list(image)
+    if _is_frame(image):
+        return [image]
+    return list(image)
+
+
+def _as_prompt_batch(prompt, name: str) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt is None or not all(isinstance(p, str) for p in prompt):
+        raise ValueError(f"{name} must be a string or a list of strings")
+    return list(prompt)
+
+
+def _flash_attn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def validate_clip_settings(num_frames: int, height: int, width: int, num_inference_steps: int) -> None:
+    """Shape rules of Wan2.1-I2V (VAE x4 in time, x8 in space, DiT patch 2)."""
+    if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4:
+        raise ValueError(f"num_frames must be 4k+1 (e.g. 81, 49, 9, 5), got {num_frames}")
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value <= 0 or value % 16:
+            raise ValueError(f"{name} must be a positive multiple of 16 (e.g. 352 x 640), got {value}")
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
+
+
+class LongViePipeline(DiffusionPipeline):
+    """Wan2.1-I2V + LongVie 2 control branch, one 4k+1-frame clip per call."""
+
+    model_cpu_offload_seq = "text_encoder->image_encoder->denoiser->vae"
+
+    def __init__(self, tokenizer, text_encoder, image_encoder, vae, denoiser: LongVieDenoiser, image_processor=None):
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder,
+                              vae=vae, denoiser=denoiser, image_processor=image_processor)
+        self._run_device = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
+                        device: str | torch.device | None = None, offload: str = "none",
+                        vae_dtype: torch.dtype = torch.float32,
+                        attention_backend: str = "auto") -> "LongViePipeline":
+        """Load the base model (either Wan layout) and the LongVie 2 weights.
+
+        Args:
+            base_dir: Wan2.1-I2V-14B-480P folder, diffusers layout ("...-Diffusers") or original.
+            longvie_dir: folder with ``control.safetensors`` and optionally ``dit.safetensors``.
+            torch_dtype: dtype of the DiT, control branch, umT5 and CLIP (bf16 on GPU).
+            device: where to run; defaults to CUDA when available.
+            offload: "none" (all on device), "model" (diffusers model CPU offload: one model on the
+                GPU at a time; fits one 80 GB GPU) or "group" (leaf-level streamed offload for
+                24-48 GB cards; slower).
+            vae_dtype: the VAE is small and precision-sensitive; float32 by default.
+            attention_backend: "auto" (flash-attn when installed and on CUDA, else PyTorch SDPA),
+                or any diffusers backend name ("native", "flash", "_flash_3", "sage", ...).
+        """
+        from ..weights.loading import load_base_components, load_denoiser, longvie_weight_paths
+
+        control_path, dit_path = longvie_weight_paths(longvie_dir)
+        components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype)
+        denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
+        pipe = cls(denoiser=denoiser, **components)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if attention_backend == "auto":
+            attention_backend = "flash" if device.type == "cuda" and _flash_attn_available() else "native"
+        if attention_backend != "native":
+            denoiser.set_attention_backend(attention_backend)
+        pipe.enable_offload(offload, device)
+        return pipe
+
+    def enable_offload(self, mode: str, device: str | torch.device = "cuda") -> None:
+        """Place the models: "none", "model" or "group" (see :meth:`from_pretrained`)."""
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {mode!r}")
+        device = torch.device(device)
+        if mode == "none" or device.type == "cpu":
+            self.to(device)
+            self._run_device = device
+        elif mode == "model":
+            self.enable_model_cpu_offload(device=device)
+            self._run_device = device
+        else:
+            from diffusers.hooks import apply_group_offloading
+
+            for module in (self.denoiser.transformer, self.denoiser.control, self.text_encoder, self.image_encoder):
+                apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                       offload_type="leaf_level", use_stream=True)
+            self.vae.to(device)
+            self.vae.enable_tiling()
+            self._run_device = device
+
+    @property
+    def _execution_device(self):
+        if self._run_device is not None:
+            return self._run_device
+        return super()._execution_device
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        prompt,
+        dense_video,
+        sparse_video,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+        history=None,
+        noise: torch.Tensor | None = None,
+        num_frames: int = 81,
+        height: int = 352,
+        width: int = 640,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        shift: float = 5.0,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        resize_mode: str = "crop",
+        control_scale: float = 1.0,
+        callback_on_step_end: Callable | None = None,
+    ) -> ClipOutput:
+        """Generate one clip.
+
+        Args:
+            image: first frame (PIL image or uint8 (H, W, 3)); resized to height x width.
+            prompt: the clip's text (or a list, one per batch item).
+            dense_video, sparse_video: depth and track videos with exactly ``num_frames`` frames
+                (uint8 (T, H, W, 3) arrays or lists of PIL images).
+            negative_prompt: for classifier-free guidance (Wan2.1's standard one by default).
+            history: the previous clip's last frames (8 in LongVie 2), or None for the first clip.
+            noise: the initial noise returned by the first clip (unified noise), or None to draw
+                it from ``seed`` / ``generator`` (on the CPU, so it is the same on every device).
+            resize_mode: "crop" (resize short side + centre crop, upstream training) or
+                "stretch" (plain resize, upstream inference).
+            callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
+                may return a dict with a replacement "latents".
+        Returns:
+            ``ClipOutput(frames, noise)``.
+        """
+        validate_clip_settings(num_frames, height, width, num_inference_steps)
+        images = _as_image_batch(image)
+        prompts = _as_prompt_batch(prompt, "prompt")
+        dense_videos = _as_video_batch(dense_video, "dense_video")
+        sparse_videos = _as_video_batch(sparse_video, "sparse_video")
+        histories = None if history is None else _as_video_batch(history, "history")
+        negatives = _as_prompt_batch(negative_prompt if negative_prompt is not None else "", "negative_prompt")
+        batch = len(images)
+        if len(prompts) == 1 and batch > 1:
+            prompts = prompts * batch
+        if len(negatives) == 1:
+            negatives = negatives * batch
+        sizes = {"image": len(images), "prompt": len(prompts), "negative_prompt": len(negatives),
+                 "dense_video": len(dense_videos), "sparse_video": len(sparse_videos)}
+        if histories is not None:
+            sizes["history"] = len(histories)
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"mismatched batch sizes: {sizes}")
+        for name, videos in (("dense_video", dense_videos), ("sparse_video", sparse_videos)):
+            for video in videos:
+                if len(video) != num_frames:
+                    raise ValueError(f"{name} has {len(video)} frames; it must have num_frames={num_frames} "
+                                     "(cut or pick the clip's frames before calling the pipeline)")
+        latent_shape = (batch, 16, 1 + (num_frames - 1) // 4, height // 8, width // 8)
+        if noise is not None and tuple(noise.shape) != latent_shape:
+            raise ValueError(f"noise must have shape {latent_shape} for these settings, got {tuple(noise.shape)}")
+
+        device, dtype = self._execution_device, self.denoiser.dtype
+
+        def pixels(videos):  # list of videos -> (B, 3, T, H, W) in [-1, 1] at the target size
+            return torch.cat([frames_to_tensor(fit_frames(v, height, width, resize_mode)) for v in videos]).to(device)
+
+        first = pixels([[im] for im in images])[:, :, 0]
+        prompt_embeds = encode_prompt(self.tokenizer, self.text_encoder, prompts, device, dtype)
+        negative_embeds = encode_prompt(self.tokenizer, self.text_encoder, negatives, device, dtype) \
+            if guidance_scale != 1.0 else None
+        image_embeds = encode_image(self.image_encoder, clip_pixel_values(first, self.image_processor).to(device), dtype)
+        image_latents = image_condition(self.vae, first, num_frames).to(dtype)
+        dense = control_condition(self.vae, pixels(dense_videos)).to(dtype)
+        sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
+        history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
+
+        if noise is None:
+            generator = generator or torch.Generator("cpu").manual_seed(seed)
+            noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32, device="cpu")
+        latents = noise.to(device=device, dtype=torch.float32).clone()
+        if history_latents is not None:
+            latents[:, :, :1] = (1 - UNIFIED_NOISE_SIGMA) * history_latents[:, :, -1:] + UNIFIED_NOISE_SIGMA * latents[:, :, :1]
+            history_latents = history_latents.to(dtype)
+
+        scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device)
+        self.set_progress_bar_config(disable=not progress, desc="denoising")
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            # Upstream (DiffSynth) feeds the timestep in the model dtype; the released weights were
+            # trained that way, so bf16 inference rounds it the same way.
+            timestep = t.expand(batch).to(dtype)
+            common = dict(image_embeds=image_embeds, image_latents=image_latents, dense_latents=dense,
+                          sparse_latents=sparse, history_latents=history_latents, control_scale=control_scale)
+            velocity = self.denoiser(latents.to(dtype), timestep, prompt_embeds, **common).float()
+            if negative_embeds is not None:
+                velocity_neg = self.denoiser(latents.to(dtype), timestep, negative_embeds, **common).float()
+                velocity = velocity_neg + guidance_scale * (velocity - velocity_neg)
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                update = callback_on_step_end(self, step, t, {"latents": latents})
+                if update and "latents" in update:
+                    latents = update["latents"]
+
+        video = vae_decode(self.vae, latents)
+        frames = [tensor_to_frames(v) for v in video]
+        self.maybe_free_model_hooks()
+        return ClipOutput(frames[0] if batch == 1 else frames, noise.cpu())
+

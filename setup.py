@@ -28,6 +28,8 @@ setup(
         "safetensors>=0.8",
         "huggingface_hub>=0.36.2",
         "tokenizers>=0.22",
+        # Prompt cleaning as Wan2.1 / upstream (ftfy.fix_text); the cleaning tests pass with 6.0 and 6.3.1.
+        "ftfy>=6.0",
         "sentencepiece>=0.2.3",
         "protobuf>=7",
         "numpy>=2.4",

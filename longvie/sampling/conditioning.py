@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 
+import ftfy
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,12 +34,15 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
 
 # --------------------------------------------------------------------------- text
 def clean_prompt(text: str) -> str:
-    """Wan's 'whitespace' prompt cleaning: unescape HTML, fix mojibake if ftfy is present, collapse spaces."""
-    try:
-        import ftfy
-        text = ftfy.fix_text(text)
-    except ImportError:
-        pass
+    """Wan2.1's prompt cleaning, applied to every prompt and negative prompt before umT5 tokenisation.
+
+    As Wan2.1's tokenizer with ``clean="whitespace"`` (wan/modules/tokenizers.py: ``basic_clean`` then
+    ``whitespace_clean``), which upstream LongVie inherits through DiffSynth's Wan prompter:
+    ``ftfy.fix_text`` (repairs mojibake and maps curly quotes, full-width characters and ligatures to
+    ASCII, which changes the umT5 token ids), HTML-unescape twice, strip, collapse whitespace runs to
+    one space. ftfy is a hard dependency so every install encodes prompts the same way.
+    """
+    text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return re.sub(r"\s+", " ", text).strip()
 

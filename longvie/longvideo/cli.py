@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "longvie2_i2v_14b"
 SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
 SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
-                     "seed": 0, "history_frames": 8, "resize": "crop", "negative_prompt": None, "fps": 16}
+                     "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16}
 
 
 def cache_dir() -> Path:
@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, help="frame width, multiple of 16 (640)")
     parser.add_argument("--num-frames", type=int, help="frames per clip, 4k+1 (81)")
     parser.add_argument("--resize", choices=RESIZE_MODES,
-                        help="inputs of another size: crop = resize short side + centre crop (default, upstream "
-                             "training); stretch = plain resize (upstream inference parity)")
+                        help="inputs of another size: auto = stretch within 10%% of the target aspect ratio, else crop "
+                             "(default); crop = resize short side + centre crop (upstream training); "
+                             "stretch = plain resize (upstream inference)")
     parser.add_argument("--offload", choices=("none", "model", "group"), help="GPU memory mode")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available; cpu for tiny)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -64,7 +64,7 @@ class LongVideoSettings:
     cfg: float = 5.0
     shift: float = 5.0
     history_frames: int = 8
-    resize: str = "crop"
+    resize: str = "auto"
     negative_prompt: str | None = None  # None: the pipeline's default (Wan2.1's standard one)
     fps: int = 16
     model: str = "unspecified"
@@ -249,7 +249,8 @@ class LongVideoSampler:
             return {"path": str(path), "sha256": hashes[path]}
 
         image_info = file_info(image.resolve())
-        sources = [{"text": c.text, "depth": file_info(c.depth), "track": file_info(c.track)} for c in clips]
+        sources = [{"text": c.text, **{k: {**file_info(getattr(c, k)), "found_by": c.found_by.get(k, "given")}
+                                       for k in ("depth", "track")}} for c in clips]
         first_pending, warnings = plan_resume(manifest, run, settings, seed, sources, image_info)
         for warning in warnings:
             logger.warning(warning)

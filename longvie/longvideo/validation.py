@@ -9,7 +9,12 @@ The condition list (cond.json, SPEC §4) is a JSON array with one object per cli
     [{"text": "a rider in the snow ...", "depth": "depth_00.mp4", "track": "track_00.mp4"}, ...]
 
 ``depth`` and ``track`` paths are relative to the JSON file (absolute paths are allowed); other keys
-are ignored.
+are ignored. Upstream's own cond.json files hold paths relative to the working directory
+(``./example/ride_horse/depth_00.mp4``), so a relative path that does not exist next to the JSON file
+is looked up by these rules, in order (:data:`PATH_RULES`): relative to the JSON file's folder, relative
+to the working directory, then its file name inside the JSON file's folder. The rule that found each
+file is kept (``ClipCondition.found_by``) and written to the run manifest; a file found nowhere is
+reported with every place tried.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..media.video_io import RESIZE_MODES, count_frames, load_image, read_video
+from ..media.video_io import RESIZE_MODES, count_frames, load_image, read_video, resolve_resize_mode
 
 __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_conditions", "validate_inputs",
-           "check_clip_settings"]
+           "check_clip_settings", "resolve_condition_path", "PATH_RULES"]
 
 CONDITION_KEYS = ("text", "depth", "track")
+# How a control-video path of cond.json was found, in the order tried (recorded in the manifest).
+PATH_RULES = ("absolute", "relative to cond.json", "relative to the working directory",
+              "file name in cond.json's folder")
 
 
 class InputValidationError(ValueError):
@@ -44,6 +52,35 @@ class ClipCondition:
     text: str
     depth: Path
     track: Path
+    # {"depth": rule, "track": rule}: the PATH_RULES entry that found each file ("not found" when none did)
+    found_by: dict = field(default_factory=dict, compare=False)
+    # {"depth": (paths tried, ...), "track": (...)}: every place looked at, for the not-found message
+    tried: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def resolve_condition_path(value: str, cond_dir: Path, cwd: Path | None = None) -> tuple[Path, str, tuple[Path, ...]]:
+    """Find a cond.json path: ``(path, rule, places tried)``.
+
+    ``rule`` is one of :data:`PATH_RULES`, or "not found" (then ``path`` is the JSON-relative candidate).
+    Candidates in order: an absolute path as is; relative to ``cond_dir``; relative to ``cwd`` (the
+    working directory by default; upstream's own cond.json files are written that way); the file name
+    alone inside ``cond_dir``.
+    """
+    raw = Path(value)
+    if raw.is_absolute():
+        candidates = [(raw, PATH_RULES[0]), (cond_dir / raw.name, PATH_RULES[3])]
+    else:
+        cwd = Path.cwd() if cwd is None else Path(cwd)
+        candidates = [(cond_dir / raw, PATH_RULES[1]), (cwd / raw, PATH_RULES[2]), (cond_dir / raw.name, PATH_RULES[3])]
+    tried: list[Path] = []
+    for candidate, rule in candidates:
+        candidate = candidate.resolve()
+        if candidate in tried:
+            continue
+        tried.append(candidate)
+        if candidate.is_file():
+            return candidate, rule, tuple(tried)
+    return tried[0], "not found", tuple(tried)
 
 
 @dataclass
@@ -57,7 +94,7 @@ class ValidatedInputs:
 
 
 def check_clip_settings(num_frames: int, height: int, width: int, history_frames: int = 8,
-                        resize: str = "crop") -> list[str]:
+                        resize: str = "auto") -> list[str]:
     """Shape rules of Wan2.1-I2V (VAE x4 in time, x8 in space, patch 2) as a list of problems."""
     problems = []
     if not isinstance(num_frames, int) or num_frames < 5 or (num_frames - 1) % 4:
@@ -113,19 +150,21 @@ def load_conditions(cond_path: str | Path) -> tuple[list[ClipCondition], list[st
         if bad_types:
             problems.append(f"{where}: {', '.join(bad_types)} must be non-empty string(s) — fix the entry")
             continue
-        base = cond_path.parent
-        clips.append(ClipCondition(index=index, text=entry["text"],
-                                   depth=(base / entry["depth"]).resolve(), track=(base / entry["track"]).resolve()))
+        found = {key: resolve_condition_path(entry[key], cond_path.parent) for key in ("depth", "track")}
+        clips.append(ClipCondition(index=index, text=entry["text"], depth=found["depth"][0], track=found["track"][0],
+                                   found_by={key: value[1] for key, value in found.items()},
+                                   tried={key: value[2] for key, value in found.items()}))
     return clips, problems
 
 
 def _check_control_video(path: Path, kind: str, clip: int, num_frames: int | None,
-                         problems: list[str]) -> tuple[int, int, int] | None:
+                         problems: list[str], tried: Sequence[Path] = ()) -> tuple[int, int, int] | None:
     """Check one control video; returns its (width, height, frame count) when it decodes."""
     where = f"clip {clip} {kind} video {path}"
     if not path.is_file():
-        problems.append(f"{where}: file not found — fix the \"{kind}\" path in cond.json (relative to the "
-                        "JSON file) or create the video")
+        places = "; ".join(str(p) for p in tried) if tried else str(path)
+        problems.append(f"{where}: file not found (tried {places}) — fix the \"{kind}\" path "
+                        "in cond.json (relative to the JSON file) or create the video")
         return None
     try:
         frames = count_frames(path)
@@ -141,16 +180,22 @@ def _check_control_video(path: Path, kind: str, clip: int, num_frames: int | Non
 
 def _resize_note(what: str, sizes: dict, height: int, width: int, resize: str) -> str | None:
     """One note for all source sizes that differ from the target size (None when none differ)."""
-    parts = [f"{count} {what} at {w}x{h}" for (w, h), count in sorted(sizes.items()) if (w, h) != (width, height)]
+    parts = [f"{count} {what} at {w}x{h} ({_resize_rule(resize, h, w, height, width)})"
+             for (w, h), count in sorted(sizes.items()) if (w, h) != (width, height)]
     if not parts:
         return None
-    return f"{', '.join(parts)} resized to {width}x{height} ({_resize_rule(resize)})"
+    return f"{', '.join(parts)} resized to {width}x{height}"
 
 
-def _resize_rule(resize: str) -> str:
-    if resize == "crop":
-        return "resize the short side + centre crop; --resize stretch for upstream-inference parity"
-    return "plain resize (stretch), as upstream inference"
+def _resize_rule(resize: str, src_height: int, src_width: int, height: int, width: int) -> str:
+    """How ``resize`` treats one source size, in words."""
+    if resize not in RESIZE_MODES:
+        return f"unknown rule {resize!r}"
+    rule = resolve_resize_mode(src_height, src_width, height, width, resize)
+    prefix = "auto: " if resize == "auto" else ""
+    if rule == "crop":
+        return prefix + "resize the short side + centre crop; --resize stretch distorts instead"
+    return prefix + "plain resize (stretch), as upstream inference"
 
 
 def validate_inputs(
@@ -159,7 +204,7 @@ def validate_inputs(
     num_frames: int = 81,
     height: int = 352,
     width: int = 640,
-    resize: str = "crop",
+    resize: str = "auto",
     num_clips: int | None = None,
     history_frames: int = 8,
 ) -> ValidatedInputs:
@@ -169,7 +214,7 @@ def validate_inputs(
         image: the first frame (PNG/JPEG).
         cond: cond.json (SPEC §4).
         num_frames, height, width: the clip shape the videos are brought to.
-        resize: "crop" or "stretch" (how sizes that differ are handled; reported in the notes).
+        resize: "auto", "crop" or "stretch" (how sizes that differ are handled; reported in the notes).
         num_clips: use only the first ``num_clips`` clips of the list (all when None).
 
     Raises:
@@ -187,7 +232,7 @@ def validate_inputs(
     else:
         if first.size != (width, height):
             notes.append(f"first image {image} at {first.size[0]}x{first.size[1]} resized to {width}x{height} "
-                         f"({_resize_rule(resize)})")
+                         f"({_resize_rule(resize, first.size[1], first.size[0], height, width)})")
 
     clips, cond_problems = load_conditions(cond)
     problems += cond_problems
@@ -203,7 +248,8 @@ def validate_inputs(
     longer = []  # (path, frames) of control videos with more than num_frames frames
     for clip in clips:
         for kind, path in (("depth", clip.depth), ("track", clip.track)):
-            info = _check_control_video(path, kind, clip.index, num_frames if frames_ok else None, problems)
+            info = _check_control_video(path, kind, clip.index, num_frames if frames_ok else None, problems,
+                                        clip.tried.get(kind, ()))
             if info is None:
                 continue
             video_sizes[info[:2]] = video_sizes.get(info[:2], 0) + 1
@@ -215,6 +261,16 @@ def validate_inputs(
     if longer:
         notes.append(f"{len(longer)} control video(s) have more than num_frames={num_frames} frames (e.g. "
                      f"{longer[0][0].name}: {longer[0][1]}); the first {num_frames} of each are used")
+
+    moved: dict[str, int] = {}
+    for clip in clips:
+        for kind in ("depth", "track"):
+            rule = clip.found_by.get(kind)
+            if rule in PATH_RULES[2:]:
+                moved[rule] = moved.get(rule, 0) + 1
+    for rule, count in moved.items():
+        notes.append(f"{count} control video path(s) of {cond} not found relative to it were found {rule} "
+                     "(recorded in the manifest)")
 
     if problems:
         raise InputValidationError(problems)

@@ -6,18 +6,24 @@ Reading tries decord first (fast, random access) and falls back to PyAV. Writing
 imageio-ffmpeg (H.264, yuv420p, 16 fps by default) and is atomic: the target file appears only once
 the encoder has finished (see :mod:`longvie.media.atomic`).
 
-Two resize rules exist (SPEC §4):
+Three resize modes exist (SPEC §4):
 
-* ``"crop"`` (default, the upstream *training* rule): scale so the frame covers the target, then
-  centre-crop. Aspect ratio is preserved.
-* ``"stretch"`` (the upstream *inference* rule, e.g. 832x480 -> 640x352): a plain resize. Use it for
-  exact parity with upstream inference.
+* ``"auto"`` (the default): ``"stretch"`` when the source aspect ratio is within
+  :data:`ASPECT_TOLERANCE` (10 %) of the target's, so upstream-like inputs (832x480, 16:9) give exactly
+  upstream inference's result; otherwise ``"crop"``, with a one-line notice (a strongly different aspect
+  ratio is better cropped than distorted).
+* ``"crop"`` (the upstream *training* rule): scale so the frame covers the target, then centre-crop.
+  Aspect ratio is preserved.
+* ``"stretch"`` (the upstream *inference* rule, e.g. 832x480 -> 640x352): a plain resize.
 
-Both use PIL bicubic resampling, like upstream.
+All use PIL bicubic resampling, like upstream (inference.py resizes with PIL ``Image.resize``, whose
+default filter for RGB images is bicubic).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Literal, Sequence, Union
@@ -35,12 +41,24 @@ __all__ = [
     "resize_center_crop",
     "resize_stretch",
     "fit_frames",
+    "resolve_resize_mode",
+    "aspect_mismatch",
+    "ASPECT_TOLERANCE",
+    "DEFAULT_RESIZE_MODE",
     "to_frame_array",
     "RESIZE_MODES",
 ]
 
-RESIZE_MODES = ("crop", "stretch")
-ResizeMode = Literal["crop", "stretch"]
+RESIZE_MODES = ("auto", "crop", "stretch")
+ResizeMode = Literal["auto", "crop", "stretch"]
+DEFAULT_RESIZE_MODE: ResizeMode = "auto"
+# "auto" stretches when max(a_src / a_dst, a_dst / a_src) - 1 <= ASPECT_TOLERANCE (a = width / height).
+# 832x480 -> 640x352 differs by 4.9 %, 16:9 (1280x720, 1920x1080) by 2.3 %, 1.85:1 by 1.8 %; 3:2 (21 %),
+# 4:3 (36 %), 1:1 and portrait sources are cropped.
+ASPECT_TOLERANCE = 0.10
+
+logger = logging.getLogger(__name__)
+_CROP_NOTICES: set = set()
 Frames = Union[np.ndarray, Image.Image, Sequence[Image.Image], Sequence[np.ndarray]]
 
 _REENCODE_HINT = (
@@ -332,7 +350,7 @@ def resize_center_crop(frames: Frames, height: int, width: int):
     """Scale so the frames cover ``height`` x ``width`` (short side first), then centre-crop.
 
     Accepts a (T, H, W, 3) or (H, W, 3) uint8 array, a PIL image, or a list of either; returns the
-    same kind. This is the upstream training rule and the project default.
+    same kind. This is the upstream training rule.
     """
     return _apply_per_frame(frames, height, width, _resize_crop_image)
 
@@ -342,13 +360,68 @@ def resize_stretch(frames: Frames, height: int, width: int):
     return _apply_per_frame(frames, height, width, _resize_stretch_image)
 
 
-def fit_frames(frames: Frames, height: int, width: int, mode: ResizeMode = "crop"):
-    """Bring frames to ``height`` x ``width`` with ``mode`` "crop" (default) or "stretch"."""
+def aspect_mismatch(src_height: int, src_width: int, height: int, width: int) -> float:
+    """Relative aspect-ratio difference max(a/b, b/a) - 1 of a source and a target size (0 = same)."""
+    ratio = (src_width / src_height) / (width / height)
+    return max(ratio, 1 / ratio) - 1
+
+
+def resolve_resize_mode(src_height: int, src_width: int, height: int, width: int,
+                        mode: ResizeMode = DEFAULT_RESIZE_MODE) -> str:
+    """The concrete rule ("crop" or "stretch") ``mode`` applies to a source of this size."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; use one of {RESIZE_MODES}")
+    if mode != "auto":
+        return mode
+    # A small epsilon keeps sizes exactly at the tolerance on the stretch side despite float rounding.
+    if aspect_mismatch(src_height, src_width, height, width) <= ASPECT_TOLERANCE + 1e-9:
+        return "stretch"
+    return "crop"
+
+
+def _source_size(frames: Frames) -> tuple[int, int] | None:
+    """(H, W) of the first frame, or None for an empty sequence."""
+    if isinstance(frames, Image.Image):
+        return frames.size[1], frames.size[0]
+    if isinstance(frames, np.ndarray):
+        return tuple(frames.shape[-3:-1]) if frames.ndim == 4 else tuple(frames.shape[:2])
+    for frame in frames:
+        if isinstance(frame, Image.Image):
+            return frame.size[1], frame.size[0]
+        return tuple(np.asarray(frame).shape[:2])
+    return None
+
+
+def _notice_crop(src: tuple[int, int], height: int, width: int) -> None:
+    """One line per distinct source/target size pair and process (not one per frame or clip)."""
+    key = (src, height, width)
+    if key in _CROP_NOTICES:
+        return
+    _CROP_NOTICES.add(key)
+    logger.warning("resize auto: %dx%d differs from %dx%d in aspect ratio by %.0f%% (> %.0f%%), so it is "
+                   "resized to cover and centre-cropped; --resize stretch distorts it instead",
+                   src[1], src[0], width, height, 100 * aspect_mismatch(*src, height, width), 100 * ASPECT_TOLERANCE)
+
+
+def fit_frames(frames: Frames, height: int, width: int, mode: ResizeMode = DEFAULT_RESIZE_MODE):
+    """Bring frames to ``height`` x ``width`` with ``mode`` "auto" (default), "crop" or "stretch".
+
+    "auto" decides from the first frame's size (see :func:`resolve_resize_mode`); frames already at the
+    target size are returned unchanged by every mode.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; use one of {RESIZE_MODES}")
+    if mode == "auto":
+        src = _source_size(frames)
+        if src is None or min(src) < 1:
+            mode = "crop"  # nothing to measure; _apply_per_frame reports bad shapes
+        else:
+            mode = resolve_resize_mode(src[0], src[1], height, width, "auto")
+            if mode == "crop" and src != (height, width):
+                _notice_crop(src, height, width)
     if mode == "crop":
         return resize_center_crop(frames, height, width)
-    if mode == "stretch":
-        return resize_stretch(frames, height, width)
-    raise ValueError(f"unknown resize mode {mode!r}; use one of {RESIZE_MODES}")
+    return resize_stretch(frames, height, width)
 
 
 def to_frame_array(frames: Frames) -> np.ndarray:

@@ -199,7 +199,7 @@ class LongViePipeline(DiffusionPipeline):
         seed: int = 0,
         generator: torch.Generator | None = None,
         progress: bool = True,
-        resize_mode: str = "crop",
+        resize_mode: str = "auto",
         control_scale: float = 1.0,
         callback_on_step_end: Callable | None = None,
     ) -> ClipOutput:
@@ -214,8 +214,8 @@ class LongViePipeline(DiffusionPipeline):
             history: the previous clip's last frames (8 in LongVie 2), or None for the first clip.
             noise: the initial noise returned by the first clip (unified noise), or None to draw
                 it from ``seed`` / ``generator`` (on the CPU, so it is the same on every device).
-            resize_mode: "crop" (resize short side + centre crop, upstream training) or
-                "stretch" (plain resize, upstream inference).
+            resize_mode: "auto" (stretch within 10% of the target aspect ratio, else crop), "crop"
+                (resize short side + centre crop, upstream training) or "stretch" (plain resize, upstream inference).
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
                 may return a dict with a replacement "latents".
         Returns:

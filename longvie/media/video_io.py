@@ -23,7 +23,6 @@ default filter for RGB images is bicubic).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Iterable, Literal, Sequence, Union

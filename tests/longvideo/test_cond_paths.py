@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from longvie.longvideo.validation import (
     PATH_RULES,
@@ -13,7 +14,6 @@ from longvie.longvideo.validation import (
     validate_inputs,
 )
 from longvie.media.video_io import write_video
-from PIL import Image
 
 
 def write_example(root, entries):

@@ -1,13 +1,15 @@
 """Point-track control videos (SPEC §5): track_00.mp4, track_01.mp4, ... for a driving video.
 
-For every 81-frame clip (clip i = frames 80i..80i+80) a regular grid of points (default 70 x 70 =
-4,900 as in the LongVie 2 paper; upstream's script defaults to 50 x 50, which is what
-shared/examples/ride_horse was made with) is placed on the clip's first frame, tracked through the
-clip, and drawn on black as small squares, one colour per point from its start position: R = x,
-G = y and, when the depth is given, B from the globally normalised depth (far = blue), as upstream.
-Points are drawn far to near, so nearer points cover farther ones.
+For every 81-frame clip (clip i = frames 80i..80i+80) a regular grid of points (default 50 x 50 as
+upstream's script and the released shared/examples/ride_horse; the LongVie 2 paper's 70 x 70 = 4,900
+with --grid 70) is placed on the clip's first frame, tracked through the clip, and drawn on black as
+small rectangles (aspect 1.5:1), one colour per point from its start position: R = x, G = y and, when
+the depth is given, B from the globally normalised depth (far = blue), as upstream. With depth, each
+frame's marks are drawn far to near (the depth video sampled under each mark), so nearer points cover
+farther ones. Occluded points are drawn too, as upstream (and so the released weights) did;
+--hide-occluded leaves them out.
 
-    python utils/get_track.py VIDEO OUT_DIR [--depth DEPTH.npy] [--grid 70] [--track-backend lk]
+    python utils/get_track.py VIDEO OUT_DIR [--depth DEPTH.npy] [--grid 50] [--track-backend lk]
 
 ``--depth`` takes the whole-video disparity written by get_depth.py (it is normalised over the whole
 video here, exactly as depth_npy2mp4.py does). Pass the same --height/--width/--frame-step as to
@@ -27,7 +29,14 @@ import numpy as np
 
 from longvie.controls.driving_video import add_video_arguments, load_driving_video
 from longvie.controls.point_tracking import BACKENDS, build_tracker
-from longvie.controls.primitives import clip_ranges, default_point_size, grid_points, render_tracks, track_colors
+from longvie.controls.primitives import (
+    DEFAULT_GRID,
+    clip_ranges,
+    default_point_size,
+    grid_points,
+    render_tracks,
+    track_colors,
+)
 from longvie.media.video_io import write_video
 
 
@@ -42,42 +51,53 @@ def sample_at(image: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
 def render_clip_tracks(
     frames: np.ndarray,
     tracker: Callable,
-    grid: int = 70,
+    grid: int = DEFAULT_GRID,
     depth_grey: np.ndarray | None = None,
     point_size: float | None = None,
+    draw_occluded: bool = True,
 ) -> np.ndarray:
     """Track a grid from frame 0 of one clip and draw it.
 
     Args:
         frames: (T, H, W, 3) uint8 clip.
-        tracker: see :mod:`utils.point_tracking`.
-        depth_grey: optional (H, W) uint8 globally normalised depth of the clip's first frame
-            (0 = near); colours B by depth and draws far points first.
+        tracker: see :mod:`longvie.controls.point_tracking`.
+        depth_grey: optional globally normalised depth of the clip (0 = near): (T, H, W) uint8, or
+            (H, W) for the first frame only. Colours B by the first frame's depth and draws each frame
+            far to near (by the depth under each mark in that frame; the first frame's order when
+            only (H, W) is given).
+        draw_occluded: draw points the tracker marks invisible (default, as upstream).
 
     Returns:
         (T, H, W, 3) uint8 track video.
     """
     height, width = frames.shape[1:3]
     points = grid_points(height, width, grid)
-    depth = None if depth_grey is None else sample_at(depth_grey, points).astype(np.float64) / 255.0
-    colors = track_colors(points, height, width, depth)
+    if depth_grey is not None and depth_grey.ndim == 2:
+        depth_grey = depth_grey[None]
+    first_depth = None if depth_grey is None else sample_at(depth_grey[0], points).astype(np.float64) / 255.0
+    colors = track_colors(points, height, width, first_depth)
     tracks, visible = tracker(frames, points)
-    if depth is not None:
-        far_first = np.argsort(-depth, kind="stable")
-        tracks, visible, colors = tracks[:, far_first], visible[:, far_first], colors[far_first]
+    depth = None
+    if depth_grey is not None:
+        depth = np.empty(tracks.shape[:2], dtype=np.float64)
+        for t in range(len(tracks)):
+            position = np.nan_to_num(tracks[t], nan=0.0)
+            depth[t] = sample_at(depth_grey[min(t, len(depth_grey) - 1)], position)
     if point_size is None:  # from the full grid, so that points lost at frame 0 do not change it
         point_size = default_point_size(points, height, width)
-    return render_tracks(tracks, visible, colors, height, width, point_size=point_size)
+    return render_tracks(tracks, visible, colors, height, width, point_size=point_size, depth=depth,
+                         draw_occluded=draw_occluded)
 
 
 def write_track_clips(
     frames: np.ndarray,
     out_dir: str | Path,
     tracker: Callable,
-    grid: int = 70,
+    grid: int = DEFAULT_GRID,
     depth_grey: np.ndarray | None = None,
     point_size: float | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
+    draw_occluded: bool = True,
 ) -> list[Path]:
     """Write track_XX.mp4 (16 fps, H.264) for every clip of ``frames``.
 
@@ -96,9 +116,20 @@ def write_track_clips(
     paths = []
     for index, (start, end) in enumerate(progress(ranges) if progress else ranges):
         video = render_clip_tracks(frames[start:end], tracker, grid,
-                                   None if depth_grey is None else depth_grey[start], point_size)
+                                   None if depth_grey is None else depth_grey[start:end], point_size, draw_occluded)
         paths.append(write_video(out_dir / f"track_{index:02d}.mp4", video, fps=16))
     return paths
+
+
+def add_track_arguments(parser) -> None:
+    """Track-rendering options shared by get_track.py and prepare_controls.py."""
+    parser.add_argument("--grid", type=int, default=DEFAULT_GRID,
+                        help="points per side (50 = upstream's script and released example; 70 = the paper)")
+    parser.add_argument("--point-size", type=float, default=None,
+                        help="mark half-width in px (default: half the grid spacing, as upstream)")
+    parser.add_argument("--hide-occluded", action="store_true",
+                        help="leave out points the tracker marks occluded (upstream, and so the released "
+                             "weights, draw every point in every frame)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,11 +139,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("out_dir", help="output folder for track_00.mp4, track_01.mp4, ...")
     parser.add_argument("--depth", default=None,
                         help="whole-video disparity .npy from get_depth.py, for depth-aware colours (optional)")
-    parser.add_argument("--grid", type=int, default=70, help="points per side (default 70 = 4,900 points, as the paper)")
+    add_track_arguments(parser)
     parser.add_argument("--track-backend", choices=BACKENDS, default="lk",
                         help="lk: OpenCV Lucas-Kanade, weight-free (default); cotracker: CoTracker3 via torch.hub")
-    parser.add_argument("--point-size", type=float, default=None,
-                        help="square half-width in px (default: half the grid spacing, as upstream)")
     parser.add_argument("--device", default=None, help="torch device for cotracker (default: cuda when available)")
     add_video_arguments(parser)
     return parser.parse_args(argv)
@@ -132,7 +161,8 @@ def main(argv=None) -> int:
             depth_grey = depth_grey[: len(frames)]
         tracker = build_tracker(args.track_backend, args.device)
         paths = write_track_clips(frames, args.out_dir, tracker, args.grid, depth_grey, args.point_size,
-                                  progress=lambda it: tqdm(it, desc="tracks", unit="clip"))
+                                  progress=lambda it: tqdm(it, desc="tracks", unit="clip"),
+                                  draw_occluded=not args.hide_occluded)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

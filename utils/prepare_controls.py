@@ -11,12 +11,20 @@ writes
 
 Clip i covers frames 80i..80i+80; trailing frames that do not fill a clip are dropped (reported).
 Without --caption-model every "text" is a placeholder that you must replace with a description of
-the clip before sampling. With --depth-npy (a disparity you already have, e.g. from a renderer)
-no depth model is needed, and the default tracker (lk) needs no weights either.
+the clip before sampling: such entries carry ``"placeholder": true`` and their text starts with
+"PLACEHOLDER for clip " (longvie.controls.captioning.is_placeholder_prompt), and the sampler refuses
+them unless --allow-placeholder-prompts is given. With --depth-npy (a disparity you already have,
+e.g. from a renderer) no depth model is needed, and the default tracker (lk) needs no weights either.
+
+The folder is built in a hidden temporary folder next to OUT and moved into place only when every
+file is written, so a failed or interrupted run leaves no half-made OUT (an existing OUT keeps its
+old files until the new ones replace them).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,18 +33,17 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
+from longvie.controls.captioning import PLACEHOLDER_KEY, placeholder_entry_text
 from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
 from longvie.controls.driving_video import add_video_arguments, load_driving_video
 from longvie.controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from longvie.controls.primitives import clip_ranges
 from longvie.media.atomic import atomic_path, atomic_save_npy, atomic_write_json
-
-PLACEHOLDER_CAPTION = ("PLACEHOLDER for clip {index}: replace this text with a description of the clip "
-                       "(scene, subjects, motion, camera) before sampling.")
+from utils.get_track import add_track_arguments
 
 
 def placeholder_captions(count: int) -> list[str]:
-    return [PLACEHOLDER_CAPTION.format(index=i) for i in range(count)]
+    return [placeholder_entry_text(i) for i in range(count)]
 
 
 def save_png(path: Path, frame: np.ndarray) -> None:
@@ -81,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     tracks = parser.add_argument_group("point tracks")
     tracks.add_argument("--track-backend", choices=TRACK_BACKENDS, default="lk",
                         help="lk: OpenCV Lucas-Kanade, weight-free (default); cotracker: CoTracker3 via torch.hub")
-    tracks.add_argument("--grid", type=int, default=70, help="points per side (default 70 = 4,900, as the paper)")
+    add_track_arguments(tracks)
     captions = parser.add_argument_group("captions")
     captions.add_argument("--caption-model", default=None,
                           help="Qwen2.5-VL hub id or local directory (e.g. Qwen/Qwen2.5-VL-7B-Instruct); "
@@ -89,64 +96,111 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths: list[Path]) -> Path:
-    """cond.json: one {"text", "depth", "track"} object per clip, paths relative to the JSON file."""
-    cond = [{"text": text, "depth": depth.name, "track": track.name}
+def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths: list[Path],
+               placeholder: bool = False) -> Path:
+    """cond.json: one {"text", "depth", "track"} object per clip, paths relative to the JSON file.
+
+    With ``placeholder`` every entry also gets ``"placeholder": true`` (see the module docstring).
+    """
+    cond = [{"text": text, "depth": depth.name, "track": track.name, **({PLACEHOLDER_KEY: True} if placeholder else {})}
             for text, depth, track in zip(texts, depth_paths, track_paths, strict=True)]
     atomic_write_json(out / "cond.json", cond)
     return out / "cond.json"
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def staging_folder(out: Path) -> Path:
+    """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; OUT must be a folder (a new or an existing one) — pick another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the finished folder into place: a rename when ``out`` is new, else file by file."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    for item in sorted(staging.iterdir()):
+        os.replace(item, out / item.name)
+    staging.rmdir()
+
+
+def build_folder(args, work: Path, log=print) -> tuple[bool, str | None]:
+    """Write the whole condition folder into ``work``; returns (captioned, caption error or None)."""
     from tqdm import tqdm
 
     from longvie.controls.point_tracking import build_tracker
     from utils.depth_npy2mp4 import normalize_depth_for_clips, write_depth_clips
     from utils.get_track import write_track_clips
 
+    frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+    ranges = clip_ranges(len(frames))
+    log(f"{args.video}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} -> {len(ranges)} clip(s)")
+    tracker = build_tracker(args.track_backend, args.device)  # fail early, before the slow depth stage
+    save_png(work / "first.png", frames[0])
+
+    if args.depth_npy:
+        disparity = disparity_from_file(args.depth_npy, frames)
+    else:
+        estimator = depth_estimator_from_args(args)
+        disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth estimation", unit="batch"))
+        del estimator
+    if args.save_depth_npy:
+        atomic_save_npy(work / "depth.npy", disparity)
+    depth_grey = normalize_depth_for_clips(disparity, source=args.depth_npy or args.video)
+    del disparity
+    depth_paths = write_depth_clips(depth_grey, work, progress=lambda it: tqdm(it, desc="depth videos", unit="clip"))
+    track_paths = write_track_clips(frames, work, tracker, args.grid, depth_grey, args.point_size,
+                                    progress=lambda it: tqdm(it, desc="track videos", unit="clip"),
+                                    draw_occluded=not args.hide_occluded)
+
+    # Placeholders first: the folder is complete (after editing) even if captioning fails below.
+    write_cond(work, placeholder_captions(len(ranges)), depth_paths, track_paths, placeholder=True)
+    if not args.caption_model:
+        return False, None
+    try:
+        from longvie.controls.captioning import QwenCaptioner
+
+        captioner = QwenCaptioner.from_pretrained(args.caption_model, args.local_files, args.device)
+        texts = [captioner.describe(frames[start:end]) for start, end in tqdm(ranges, desc="captions", unit="clip")]
+    except (ValueError, RuntimeError, OSError) as err:
+        return False, str(err)
+    write_cond(work, texts, depth_paths, track_paths)
+    return True, None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     try:
-        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
-        ranges = clip_ranges(len(frames))
-        print(f"{args.video}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} -> {len(ranges)} clip(s)")
-        tracker = build_tracker(args.track_backend, args.device)  # fail early, before the slow depth stage
-        save_png(out / "first.png", frames[0])
-
-        if args.depth_npy:
-            disparity = disparity_from_file(args.depth_npy, frames)
-        else:
-            estimator = depth_estimator_from_args(args)
-            disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth estimation", unit="batch"))
-            del estimator
-        if args.save_depth_npy:
-            atomic_save_npy(out / "depth.npy", disparity)
-        depth_grey = normalize_depth_for_clips(disparity, source=args.depth_npy or args.video)
-        del disparity
-        depth_paths = write_depth_clips(depth_grey, out, progress=lambda it: tqdm(it, desc="depth videos", unit="clip"))
-        track_paths = write_track_clips(frames, out, tracker, args.grid, depth_grey,
-                                        progress=lambda it: tqdm(it, desc="track videos", unit="clip"))
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        work = staging_folder(out)
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-
-    # Placeholders first: the folder is usable (after editing) even if captioning fails below.
-    cond_path = write_cond(out, placeholder_captions(len(ranges)), depth_paths, track_paths)
-    if args.caption_model:
-        try:
-            from longvie.controls.captioning import QwenCaptioner
-
-            captioner = QwenCaptioner.from_pretrained(args.caption_model, args.local_files, args.device)
-            texts = [captioner.describe(frames[start:end]) for start, end in tqdm(ranges, desc="captions", unit="clip")]
-        except (ValueError, RuntimeError, OSError) as err:
-            print(f"error: captioning failed ({err}); {cond_path} holds placeholder captions — edit them by hand "
-                  "or rerun with a reachable --caption-model", file=sys.stderr)
-            return 1
-        write_cond(out, texts, depth_paths, track_paths)
-    print(f"wrote {cond_path} with {len(ranges)} clip(s), plus first.png, depth_XX.mp4 and track_XX.mp4")
-    if not args.caption_model:
+    try:
+        captioned, caption_error = build_folder(args, work)
+        publish(work, out)
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as err:
+        print(f"error: {err} (nothing was written to {out})", file=sys.stderr)
+        return 1
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    cond_path = out / "cond.json"
+    if caption_error is not None:
+        print(f"error: captioning failed ({caption_error}); {cond_path} holds placeholder captions (marked "
+              "\"placeholder\": true) — edit them by hand or rerun with a reachable --caption-model", file=sys.stderr)
+        return 1
+    print(f"wrote {cond_path}, plus first.png, depth_XX.mp4 and track_XX.mp4")
+    if not captioned:
         print(f"NOTE: the captions in {cond_path} are placeholders — replace each \"text\" with a description "
-              "of its clip (or rerun with --caption-model Qwen/Qwen2.5-VL-7B-Instruct).")
+              "of its clip and delete its \"placeholder\" key (or rerun with --caption-model "
+              "Qwen/Qwen2.5-VL-7B-Instruct); the sampler refuses placeholders unless --allow-placeholder-prompts.")
     return 0
 
 

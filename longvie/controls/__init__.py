@@ -8,6 +8,7 @@ from .primitives import (
                          CLIP_FRAMES,
                          CLIP_STRIDE,
                          CONSTANT_DEPTH_GREY,
+                         DEFAULT_GRID,
                          clip_ranges,
                          default_point_size,
                          depth_bounds,
@@ -20,6 +21,6 @@ from .primitives import (
                          usable_frames,
 )
 
-__all__ = ["CLIP_FRAMES", "CLIP_STRIDE", "CONSTANT_DEPTH_GREY", "clip_ranges", "default_point_size", "depth_bounds",
+__all__ = ["CLIP_FRAMES", "CLIP_STRIDE", "CONSTANT_DEPTH_GREY", "DEFAULT_GRID", "clip_ranges", "default_point_size", "depth_bounds",
            "disparity_to_grey", "grey_to_rgb", "grid_points", "normalize_depth", "render_tracks", "track_colors",
            "usable_frames"]

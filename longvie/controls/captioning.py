@@ -15,6 +15,32 @@ from .model_loading import dtype_kwargs, from_pretrained_or_explain, pick_device
 
 DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
+# Placeholder prompts written by utils/prepare_controls.py when no caption model is given. Both marks
+# are set, so either identifies one: the cond.json entry has ``"placeholder": true`` and its text starts
+# with PLACEHOLDER_PREFIX. The sampler refuses them unless told otherwise (--allow-placeholder-prompts).
+PLACEHOLDER_KEY = "placeholder"
+PLACEHOLDER_PREFIX = "PLACEHOLDER for clip "
+PLACEHOLDER_CAPTION = (PLACEHOLDER_PREFIX + "{index}: replace this text with a description of the clip "
+                       "(scene, subjects, motion, camera) before sampling, and delete the \"placeholder\" key.")
+
+
+def placeholder_entry_text(index: int) -> str:
+    """The placeholder prompt of clip ``index``."""
+    return PLACEHOLDER_CAPTION.format(index=index)
+
+
+def is_placeholder_prompt(entry: dict | str) -> bool:
+    """Whether a cond.json entry (or a prompt text) is a placeholder written by prepare_controls.
+
+    An entry is a placeholder when ``entry["placeholder"]`` is true or its ``text`` starts with
+    :data:`PLACEHOLDER_PREFIX` (after leading whitespace); a bare string by the prefix alone.
+    """
+    if isinstance(entry, dict):
+        if entry.get(PLACEHOLDER_KEY) is True:
+            return True
+        entry = entry.get("text", "")
+    return isinstance(entry, str) and entry.lstrip().startswith(PLACEHOLDER_PREFIX)
+
 REFINE_INSTRUCTION = (
     "Here is a caption written for a video. Rewrite it so that it describes the scene in this image "
     "instead: keep the caption's style, tone, length and its description of motion and camera movement, "

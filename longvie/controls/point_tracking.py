@@ -2,7 +2,9 @@
 
 A tracker is a callable ``tracker(frames, points) -> (tracks, visible)``:
 frames (T, H, W, 3) uint8 RGB, points (N, 2) float (x, y) on frame 0 -> tracks (T, N, 2) float32
-(x, y) and visible (T, N) bool. Frame 0 returns the query points themselves, all visible.
+(x, y) and visible (T, N) bool. Frame 0 returns the query points themselves, all visible. A position
+the tracker cannot estimate at all is NaN (never drawn); an occluded point with an estimated
+position is finite and ``visible`` False (drawn by default, as upstream).
 
 Backends:
 
@@ -10,7 +12,8 @@ Backends:
   implementation, ``cv2.calcOpticalFlowPyrLK``) from frame to frame, with a forward-backward check
   (Kalal et al., "Forward-Backward Error", ICPR 2010). A point is lost — invisible for the rest of the
   clip, since LK cannot re-acquire it — when LK fails, when tracking it back to the previous frame
-  misses its position by more than ``fb_threshold`` px, or when it leaves the frame. Sub-pixel on
+  misses its position by more than ``fb_threshold`` px, or when it leaves the frame. A lost point has
+  no position estimate: its track is NaN from then on. Sub-pixel on
   textured content; within half a window (10 px) of the border the cut-off window costs ~1 px.
 * ``cotracker``: CoTracker3 offline (Karaev et al., arXiv 2410.11831) through ``torch.hub``
   (facebookresearch/co-tracker); needs internet or a warm torch.hub cache, and a GPU to be quick.
@@ -62,7 +65,7 @@ class LucasKanadeTracker:
         for t in range(1, num_frames):
             grey = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
             alive = np.flatnonzero(visible[t - 1])
-            tracks[t] = tracks[t - 1]  # lost points keep their last position (never drawn)
+            tracks[t] = np.nan  # lost points have no position estimate (never drawn)
             if alive.size:
                 start = tracks[t - 1, alive]
                 forward, ok_forward = self._flow(grey_prev, grey, start)

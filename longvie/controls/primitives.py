@@ -15,8 +15,12 @@ Where the numbers come from:
 * tracks: upstream ``utils/get_track.py`` + SpatialTracker's ``get_points_on_a_grid`` and
   ``Visualizer`` (github henry123-boy/SpaTracker, vendored by Vchitect/LongVie): grid margin of
   576 // 64 = 9 px at the 576x384 tracking resolution, colour R = x, G = y, B = inverse depth
-  (2/98 percentile range), squares of half-width floor(grid spacing) / 2 and aspect 1.5 : 1 on black.
-  Measured on shared/examples/ride_horse/track_00.mp4 (832x480): a 50x50 grid of 10x7 px squares.
+  (2/98 percentile range), rectangles of half-width floor(grid spacing) / 2 and aspect 1.5 : 1 on black,
+  drawn far to near in every frame. Upstream draws every point in every frame: its visibility switch
+  only picks a fill thickness of -1 either way, so the released weights saw occluded points drawn, and
+  :func:`render_tracks` draws them by default (``draw_occluded=False`` hides them). Grid: 50x50 as
+  upstream's script (``--grid_size 50``) and the released example; the paper's 70x70 is an option.
+  Measured on shared/examples/ride_horse/track_*.mp4 (832x480): a 50x50 grid of 10x7 px marks.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ __all__ = [
     "clip_ranges",
     "usable_frames",
     "grid_points",
+    "DEFAULT_GRID",
     "track_colors",
     "default_point_size",
     "render_tracks",
@@ -163,7 +168,10 @@ def usable_frames(num_frames: int, clip_len: int = CLIP_FRAMES, overlap: int = 1
 # --------------------------------------------------------------------------------------------------
 
 
-def grid_points(height: int, width: int, grid: int = 70) -> np.ndarray:
+DEFAULT_GRID = 50  # upstream get_track.py --grid_size default and the released example; the paper uses 70
+
+
+def grid_points(height: int, width: int, grid: int = DEFAULT_GRID) -> np.ndarray:
     """A regular ``grid`` x ``grid`` lattice of query points, laid out like SpatialTracker's.
 
     The lattice spans the frame minus a margin of 9 px at the tracker's 576x384 resolution, i.e.
@@ -273,21 +281,28 @@ def render_tracks(
     height: int,
     width: int,
     point_size: float | None = None,
+    depth: np.ndarray | None = None,
+    draw_occluded: bool = True,
 ) -> np.ndarray:
-    """Draw point tracks as filled squares on black (SPEC §5).
+    """Draw point tracks as filled rectangles on black (SPEC §5), as upstream's SpatialTracker visualiser.
 
-    Point n at frame t covers pixels x in [floor(x - s), floor(x + s)] and y in
-    [floor(y - s / 1.5), floor(y + s / 1.5)] (s = ``point_size``), clipped to the frame: upstream
-    SpatialTracker's rectangle. Points that are invisible, or whose centre is outside the frame, are
-    not drawn. Later points are drawn over earlier ones (order points far-to-near for occlusion).
+    Point n at frame t covers pixels x in [trunc(x - s), trunc(x + s)] and y in
+    [trunc(y - s / 1.5), trunc(y + s / 1.5)] (s = ``point_size``), clipped to the frame (OpenCV's
+    ``rectangle`` with ``int()`` corners): a mark whose centre has left the frame is still drawn where it
+    overlaps it. Non-finite positions (a point a tracker lost, with no position estimate) are never drawn.
+    Within a frame, marks are drawn far to near when ``depth`` is given (nearer marks cover farther
+    ones), else in point order (later points on top).
 
     Args:
         tracks_xy: (T, N, 2) float (x, y) positions.
-        visible: (T, N) bool.
+        visible: (T, N) bool; only used with ``draw_occluded=False``.
         colors: (N, 3) uint8, one colour per point for the whole clip.
         height, width: output frame size.
-        point_size: square half-width in pixels; None = :func:`default_point_size` of the points
-            visible in the first frame.
+        point_size: mark half-width in pixels; None = :func:`default_point_size` of all first-frame points.
+        depth: optional (T, N) depth per point and frame, larger = farther (e.g. the depth video's grey
+            value at the point); sets the drawing order of each frame, farthest first (stable for ties).
+        draw_occluded: True (default, as upstream and the released weights) draws every point in every
+            frame; False draws only points marked visible.
 
     Returns:
         (T, H, W, 3) uint8 frames.
@@ -302,22 +317,32 @@ def render_tracks(
         raise ValueError(f"visible must be {(num_frames, num_points)}, got {visible.shape}")
     if colors.shape != (num_points, 3):
         raise ValueError(f"colors must be {(num_points, 3)}, got {colors.shape}")
+    if depth is not None:
+        depth = np.asarray(depth, dtype=np.float64)
+        if depth.shape != (num_frames, num_points):
+            raise ValueError(f"depth must be {(num_frames, num_points)}, got {depth.shape}")
 
     if point_size is None:
-        start = tracks_xy[0][visible[0]] if visible[0].any() else tracks_xy[0]
+        start = tracks_xy[0][np.isfinite(tracks_xy[0]).all(-1)]
         point_size = default_point_size(start, height, width)
     half_w, half_h = float(point_size), float(point_size) / _POINT_ASPECT
 
     frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
     finite = np.isfinite(tracks_xy).all(-1)
     x, y = np.nan_to_num(tracks_xy[..., 0]), np.nan_to_num(tracks_xy[..., 1])
-    drawn = visible & finite & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
-    x0 = np.clip(np.floor(x - half_w), 0, width - 1).astype(np.int64)
-    x1 = np.clip(np.floor(x + half_w), 0, width - 1).astype(np.int64) + 1
-    y0 = np.clip(np.floor(y - half_h), 0, height - 1).astype(np.int64)
-    y1 = np.clip(np.floor(y + half_h), 0, height - 1).astype(np.int64) + 1
+    # Corners truncated toward zero as Python's int() in upstream, then clipped like cv2.rectangle.
+    x0, x1 = np.trunc(x - half_w), np.trunc(x + half_w)
+    y0, y1 = np.trunc(y - half_h), np.trunc(y + half_h)
+    drawn = finite & (x1 >= 0) & (x0 <= width - 1) & (y1 >= 0) & (y0 <= height - 1)
+    if not draw_occluded:
+        drawn &= visible
+    x0 = np.clip(x0, 0, width - 1).astype(np.int64)
+    x1 = np.clip(x1, 0, width - 1).astype(np.int64) + 1
+    y0 = np.clip(y0, 0, height - 1).astype(np.int64)
+    y1 = np.clip(y1, 0, height - 1).astype(np.int64) + 1
     for t in range(num_frames):
         frame = frames[t]
-        for n in np.flatnonzero(drawn[t]):
+        order = np.arange(num_points) if depth is None else np.argsort(-depth[t], kind="stable")
+        for n in order[drawn[t, order]]:
             frame[y0[t, n]:y1[t, n], x0[t, n]:x1[t, n]] = colors[n]
     return frames

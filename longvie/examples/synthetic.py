@@ -12,7 +12,8 @@ writes, like the upstream examples (SPEC §4, §5)::
 
 The scene is ray-cast with numpy: a checkered ground plane, boxes and spheres with procedural
 textures, a sky gradient. Because the renderer knows the geometry, depth and tracks are exact: the
-tracks are the grid points' 3D positions reprojected into every frame, hidden where occluded.
+tracks are the grid points' 3D positions reprojected into every frame; as upstream's tracks (and so
+the released weights), occluded points are drawn too, each frame far to near.
 Clips share one frame (clip i = frames (F-1)i .. (F-1)i + F-1 of the whole video).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..controls.primitives import clip_ranges, grey_to_rgb, grid_points, normalize_depth, render_tracks, track_colors
+from ..controls.primitives import DEFAULT_GRID, clip_ranges, grey_to_rgb, grid_points, normalize_depth, render_tracks, track_colors
 from ..media.atomic import atomic_path, atomic_write_json
 from ..media.video_io import write_video
 
@@ -275,19 +276,22 @@ def _track_clip(cameras: list[Camera], depths: np.ndarray, grey: np.ndarray, gri
     on_surface = np.isfinite(start_depth)  # sky points have no 3D position to follow
     world = first.position + np.where(on_surface, start_depth, 0.0)[:, None] * first.pixel_rays(start_xy)
 
-    tracks = np.zeros((len(cameras), len(start_xy), 2))
+    tracks = np.full((len(cameras), len(start_xy), 2), np.nan)  # NaN: no position (sky, behind the camera)
     visible = np.zeros((len(cameras), len(start_xy)), dtype=bool)
+    distance = np.zeros((len(cameras), len(start_xy)))
     for t, (camera, depth_map) in enumerate(zip(cameras, depths)):
         xy, z = project(world, camera)
-        inside = on_surface & (z > 1e-3) & (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
+        ahead = on_surface & (z > 1e-3)
+        inside = ahead & (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
         xy_safe = np.where(inside[:, None], xy, 0.0)
         seen = depth_map[np.rint(xy_safe[:, 1]).astype(int), np.rint(xy_safe[:, 0]).astype(int)]
         visible[t] = inside & (z <= seen * 1.02 + 0.02)  # not hidden behind a nearer surface
-        tracks[t] = xy_safe
+        tracks[t][ahead] = xy[ahead]
+        distance[t] = np.where(ahead, z, np.inf)
 
     colors = track_colors(start_xy, h, w, depth=grey[row, col] / 255.0)
-    order = np.argsort(-np.where(on_surface, start_depth, np.inf), kind="stable")  # far first, near on top
-    return render_tracks(tracks[:, order], visible[:, order], colors[order], h, w)
+    # Every frame far to near (nearer marks on top), occluded points drawn, as upstream.
+    return render_tracks(tracks, visible, colors, h, w, depth=distance)
 
 
 def make_synthetic_example(out_dir: str | Path, clips: int = 3, height: int = 352, width: int = 640,
@@ -299,7 +303,7 @@ def make_synthetic_example(out_dir: str | Path, clips: int = 3, height: int = 35
         clips: number of clips; the whole video has ``clips * (frames_per_clip - 1) + 1`` frames.
         height, width: frame size (even numbers).
         frames_per_clip: 81 for the released model (4k+1); small for tiny runs.
-        grid: track grid size (grid x grid points); None = 70 (the paper's 4,900 points), fewer
+        grid: track grid size (grid x grid points); None = 50 (upstream script and released example), fewer
             for small frames so that squares stay a few pixels apart.
         reference: also write the rendered RGB video as reference.mp4.
     """
@@ -309,7 +313,7 @@ def make_synthetic_example(out_dir: str | Path, clips: int = 3, height: int = 35
         raise ValueError(f"height and width must be even and >= 16, got {height}x{width}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid = grid or int(np.clip(width // 9, 4, 70))
+    grid = grid or int(np.clip(width // 9, 4, DEFAULT_GRID))
     total = clips * (frames_per_clip - 1) + 1
 
     scene = make_scene(clips, seed)

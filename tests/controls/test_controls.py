@@ -91,7 +91,7 @@ def test_grid_points_layout():
     np.testing.assert_allclose(points[0], [13.0, 11.25], atol=1e-4)
     np.testing.assert_allclose(points[-1], [832 - 13.0, 480 - 11.25], atol=1e-4)
     assert points[1, 1] == points[0, 1] and points[1, 0] > points[0, 0]  # rows first
-    assert len(grid_points(480, 832)) == 70 * 70
+    assert len(grid_points(480, 832)) == 50 * 50  # issue 10: upstream's script / released example default
     np.testing.assert_allclose(grid_points(10, 20, 1), [[10.0, 5.0]])
 
 
@@ -109,15 +109,22 @@ def test_render_tracks_expected_pixels():
                        [[6.5, 5.0], [20.0, 10.0], [10.0, 10.0]]])
     visible = np.array([[True, False, True], [True, True, True]])
     colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
-    frames = render_tracks(tracks, visible, colors, height=16, width=32, point_size=3.0)
+    # issue 10: hiding occluded points is now an option (upstream draws them); marks whose centre left
+    # the frame are drawn where they overlap it (cv2.rectangle clipping), so point 2 at x = -3 is not.
+    frames = render_tracks(tracks, visible, colors, height=16, width=32, point_size=3.0, draw_occluded=False)
     assert frames.shape == (2, 16, 32, 3) and frames.dtype == np.uint8
 
     expected = np.zeros((2, 16, 32, 3), dtype=np.uint8)
-    expected[0, 3:8, 2:9] = [255, 0, 0]       # x 5 +- 3, y 5 +- 2; point 1 invisible, point 2 outside
+    expected[0, 3:8, 0:1] = [0, 0, 255]       # point 2 at x -3 +- 3 -> columns -6..0, clipped to column 0
+    expected[0, 3:8, 2:9] = [255, 0, 0]       # x 5 +- 3, y 5 +- 2; point 1 invisible (hidden)
     expected[1, 3:8, 3:10] = [255, 0, 0]      # x 6.5 +- 3 -> 3..9
     expected[1, 8:13, 17:24] = [0, 255, 0]
     expected[1, 8:13, 7:14] = [0, 0, 255]     # drawn last, covers nothing else here
     np.testing.assert_array_equal(frames, expected)
+    # The default draws the occluded point 1 too (x 20 +- 3, y 10 +- 2 at frame 0).
+    default = render_tracks(tracks, visible, colors, height=16, width=32, point_size=3.0)
+    expected[0, 8:13, 17:24] = [0, 255, 0]
+    np.testing.assert_array_equal(default, expected)
 
 
 def test_render_tracks_later_points_on_top_and_clipping():

@@ -125,8 +125,46 @@ def test_depth_anything_v2_from_local_dir_and_clear_error_when_missing(tmp_path)
     assert estimator(random_frames(2)).shape == (2, 30, 44)
     with pytest.raises(RuntimeError, match="local directory"):
         build_depth_estimator("auto", str(tmp_path / "nowhere"), local_files_only=True, device="cpu")
-    with pytest.raises(ValueError, match="--vda-checkpoint"):
-        build_depth_estimator("video-depth-anything")
+    # issue 10: video-depth-anything without a checkpoint now looks in the hub cache (no fallback)
+    with pytest.raises(RuntimeError, match="--vda-checkpoint"):
+        build_depth_estimator("video-depth-anything", local_files_only=True)
+
+
+def test_depth_offline_fails_fast_with_hints(tmp_path, monkeypatch, capsys):
+    """HF_HUB_OFFLINE=1, nothing cached: VDA, then the Depth Anything V2 fallback, fail in seconds."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as err:
+        build_depth_estimator("auto", device="cpu")
+    assert time.monotonic() - started < 15
+    message = str(err.value)
+    assert "--depth-npy" in message and "--local-files" in message and "Video-Depth-Anything-Large" in message
+    assert "flickers more" in capsys.readouterr().out  # the fallback was announced
+
+
+def test_vda_default_comes_from_the_hub_cache(tmp_path, monkeypatch):
+    """auto loads video_depth_anything_vitl.pth found through huggingface_hub (offline: cache only)."""
+    from longvie.controls import depth_estimators
+
+    calls = []
+    loaded = []
+    monkeypatch.setattr(depth_estimators.VideoDepthAnythingEstimator, "from_checkpoint",
+                        classmethod(lambda cls, path, device=None, input_size=518: loaded.append(Path(path)) or "vda"))
+
+    def fake_download(repo_id, filename, local_files_only=False):
+        calls.append((repo_id, filename, local_files_only))
+        return str(tmp_path / filename)
+
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert depth_estimators.build_depth_estimator("auto", device="cpu") == "vda"
+    assert loaded == [tmp_path / "video_depth_anything_vitl.pth"]
+    assert calls == [("depth-anything/Video-Depth-Anything-Large", "video_depth_anything_vitl.pth", True)]
 
 
 # ------------------------------------------------------------------------------------ Video Depth Anything

@@ -27,7 +27,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..controls.primitives import DEFAULT_GRID, clip_ranges, grey_to_rgb, grid_points, normalize_depth, render_tracks, track_colors
+from ..controls.primitives import (
+    DEFAULT_GRID,
+    clip_ranges,
+    grey_to_rgb,
+    grid_points,
+    normalize_depth,
+    render_tracks,
+    track_colors,
+)
 from ..media.atomic import atomic_path, atomic_write_json
 from ..media.video_io import write_video
 

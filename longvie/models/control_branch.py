@@ -73,6 +73,10 @@ class LongVieControlBranch(ModelMixin, ConfigMixin):
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
 
+    # Where training-time dense weakening scales the dense tokens: "after" the input Linear (default)
+    # or "before" it (upstream's stage-3 code). Set by the trainer from degradation.dense_weakening_position.
+    dense_weakening_position = "after"
+
     def prepare(self, dense_tokens: torch.Tensor, sparse_tokens: torch.Tensor, context: torch.Tensor,
                 t_mod: torch.Tensor, dense_scale: torch.Tensor | float | None = None):
         """Project main-width inputs to branch width.
@@ -81,15 +85,18 @@ class LongVieControlBranch(ModelMixin, ConfigMixin):
             dense_tokens, sparse_tokens: (B, N, main_dim) patch embeddings of the control inputs.
             context: (B, L_img + 512, main_dim) DiT context after its text and image embedders.
             t_mod: (B, 6, main_dim) timestep modulation of the main DiT.
-            dense_scale: optional (B,) or scalar multiplier of the dense tokens (stage-1
-                "feature-level dense weakening", SPEC §6); None at inference.
+            dense_scale: optional (B,) or scalar multiplier of the dense tokens (training-time
+                "feature-level dense weakening", SPEC §6); None at inference. Applied to the output of
+                control_initial_combine_linear_dense, or to its input when ``dense_weakening_position``
+                is "before" (upstream's stage-3 code; the Linear's bias makes the order matter).
         Returns:
             dense (B, N, dim), sparse (B, N, dim), control context (B, L, dim), control t_mod (B, 6, dim).
         """
-        dense = self.control_initial_combine_linear_dense(dense_tokens)
-        if dense_scale is not None:
-            if torch.is_tensor(dense_scale) and dense_scale.ndim == 1:
-                dense_scale = dense_scale.view(-1, 1, 1)
+        if dense_scale is not None and torch.is_tensor(dense_scale) and dense_scale.ndim == 1:
+            dense_scale = dense_scale.view(-1, 1, 1)
+        before = dense_scale is not None and self.dense_weakening_position == "before"
+        dense = self.control_initial_combine_linear_dense(dense_tokens * dense_scale if before else dense_tokens)
+        if dense_scale is not None and not before:
             dense = dense * dense_scale
         sparse = self.control_initial_combine_linear_sparse(sparse_tokens)
         return dense, sparse, self.control_text_linear(context), self.control_t_mod(t_mod)

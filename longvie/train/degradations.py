@@ -16,8 +16,13 @@ Model transforms (need the VAE / the denoiser; run in the training step):
 * :func:`regenerate_first_frame` — noise the clip latents to a small timestep, denoise with the
   model being trained, decode the first frame (LongVie 2 "re-generation" degradation).
 
-The feature-level dense weakening (stage 1) is a number in the plan, ``dense_scale``, passed to
-``LongVieDenoiser.forward(dense_scale=...)``.
+The feature-level dense weakening is a number in the plan, ``dense_scale``, passed to
+``LongVieDenoiser.forward(dense_scale=...)``; ``dense_weakening_position`` says whether it scales the
+dense patch tokens before ``control_initial_combine_linear_dense`` (upstream's stage-3 code) or its
+output (after; the paper's "dense tokens"). The Linear's bias makes the two differ.
+
+Paper and upstream code differ (SPEC §6); every difference is a setting here, the stage configs
+default to the paper and ``configs/train_stage*_upstream.yaml`` hold upstream's code values.
 """
 from __future__ import annotations
 
@@ -48,9 +53,11 @@ class DegradationSettings:
     Defaults are all "off"; the stage configs set the SPEC §6 values.
     """
 
-    # Stage 1, feature level: dense tokens *= λ ~ U[low, high] with probability p.
+    # Feature level: dense tokens *= λ ~ U[low, high] with probability p (paper: stage 1, p 0.15,
+    # U[0.05, 1]; upstream code: stage 3 only, p 0.05, U(0.8, 1.2), before the input Linear).
     dense_weakening_p: float = 0.0
     dense_weakening_range: tuple[float, float] = (0.05, 1.0)
+    dense_weakening_position: str = "after"  # "after" or "before" control_initial_combine_linear_dense
     # Stage 1, data level: depth video degraded by scale fusion and/or a box blur.
     depth_p: float = 0.0
     depth_blur_kernel: tuple[int, int] = (3, 15)
@@ -59,8 +66,12 @@ class DegradationSettings:
     first_frame_p: float = 0.0
     regen_p: float = 0.8
     regen_timesteps: tuple[int, ...] = (1, 5, 8, 10, 12)
+    regen_timestep_weights: tuple[float, ...] | None = None  # None = uniform; upstream (6, 4, 3, 2, 1)
     vae_rounds: tuple[int, int] = (0, 10)
+    vae_round_weights: tuple[float, ...] | None = None  # None = uniform over vae_rounds; upstream (5, 4, 3, 2, 1)
     color_drift_p: float = 0.5
+    # False (paper): drift only on a degraded frame; True (upstream): drift on its own, with color_drift_p.
+    color_drift_independent: bool = False
     color_drift_strength: tuple[float, float] = (0.1, 0.2)
     color_drift_offset: float = 0.1
     # Stage 3: 0..history_max_frames history frames (multiples of 4), none with history_none_p;
@@ -68,6 +79,7 @@ class DegradationSettings:
     history_max_frames: int = 0
     history_none_p: float = 0.2
     history_degrade_p: float = 0.0
+    history_drift_strength: tuple[float, float] | None = None  # None = color_drift_strength; upstream (0.1, 0.3)
 
     def __post_init__(self):
         for name in ("dense_weakening_p", "depth_p", "first_frame_p", "regen_p", "color_drift_p",
@@ -80,6 +92,20 @@ class DegradationSettings:
         low, high = self.depth_blur_kernel
         if low < 1 or high < low:
             raise ValueError(f"degradation.depth_blur_kernel must be [low, high] with 1 <= low <= high, got {low, high}")
+        if self.dense_weakening_position not in ("after", "before"):
+            raise ValueError("degradation.dense_weakening_position must be 'after' or 'before' (the input Linear), "
+                             f"got {self.dense_weakening_position!r}")
+        low, high = self.dense_weakening_range
+        if not 0.0 <= low <= high:
+            raise ValueError(f"degradation.dense_weakening_range must be [low, high] with 0 <= low <= high, got {low, high}")
+        for name, count in (("regen_timestep_weights", len(self.regen_timesteps)),
+                            ("vae_round_weights", self.vae_rounds[1] - self.vae_rounds[0] + 1)):
+            weights = getattr(self, name)
+            if weights is None:
+                continue
+            if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError(f"degradation.{name} must hold {count} non-negative weights (not all zero), "
+                                 f"got {list(weights)}")
 
 
 @dataclass
@@ -120,8 +146,16 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def _drift(rng: np.random.Generator, settings: DegradationSettings) -> ColorDrift:
-    low, high = settings.color_drift_strength
+def _weighted_choice(rng: np.random.Generator, values, weights) -> int:
+    """``rng.choice(values)``, with probabilities proportional to ``weights`` when given."""
+    if weights is None:
+        return int(rng.choice(values))
+    p = np.asarray(weights, dtype=np.float64)
+    return int(rng.choice(values, p=p / p.sum()))
+
+
+def _drift(rng: np.random.Generator, settings: DegradationSettings, strength=None) -> ColorDrift:
+    low, high = strength or settings.color_drift_strength
     offset = rng.uniform(-settings.color_drift_offset, settings.color_drift_offset, size=3)
     return ColorDrift(float(rng.uniform(low, high)), tuple(float(x) for x in offset), int(rng.integers(2**31)))
 
@@ -162,12 +196,18 @@ def sample_plan(rng: np.random.Generator, settings: DegradationSettings, history
     if draws[2] < settings.first_frame_p:
         frame = FrameDegradation()
         if rng.random() < settings.regen_p:
-            frame.regen_timestep = int(rng.choice(settings.regen_timesteps))
-        else:
+            frame.regen_timestep = _weighted_choice(rng, settings.regen_timesteps, settings.regen_timestep_weights)
+        elif settings.vae_round_weights is None:
             frame.vae_rounds = int(rng.integers(settings.vae_rounds[0], settings.vae_rounds[1] + 1))
-        if rng.random() < settings.color_drift_p:
+        else:
+            rounds = np.arange(settings.vae_rounds[0], settings.vae_rounds[1] + 1)
+            frame.vae_rounds = _weighted_choice(rng, rounds, settings.vae_round_weights)
+        if not settings.color_drift_independent and rng.random() < settings.color_drift_p:
             frame.drift = _drift(rng, settings)
         plan.first_frame = frame
+    if settings.color_drift_independent and rng.random() < settings.color_drift_p:
+        plan.first_frame = plan.first_frame or FrameDegradation()
+        plan.first_frame.drift = _drift(rng, settings)
     usable = min(settings.history_max_frames, history_available) // 4 * 4
     if usable >= 4 and draws[3] >= settings.history_none_p:
         plan.history_frames = 4 * int(rng.integers(1, usable // 4 + 1))
@@ -175,7 +215,7 @@ def sample_plan(rng: np.random.Generator, settings: DegradationSettings, history
             # History: VAE round trips and/or colour drift (re-generation needs a clip to denoise).
             history = FrameDegradation(vae_rounds=int(rng.integers(0, settings.vae_rounds[1] + 1)))
             if history.vae_rounds == 0 or draws[5] < settings.color_drift_p:
-                history.drift = _drift(rng, settings)
+                history.drift = _drift(rng, settings, settings.history_drift_strength)
             plan.history = history
     return plan
 
@@ -290,8 +330,12 @@ def degrade_depth(frames: torch.Tensor, ops) -> torch.Tensor:
 def vae_roundtrip(vae, pixels: torch.Tensor, rounds: int) -> torch.Tensor:
     """(VAE decode ∘ encode)^rounds of a frame (B, 3, H, W) or a video (B, 3, T, H, W) in [-1, 1].
 
-    A video keeps its frame count when T = 4k + 1 (the VAE's frame rule); the output is clamped to
-    [-1, 1] after every round, as a saved image would be.
+    Every frame count is kept, frame i of the output being the round trip of input frame i: the causal
+    VAE encodes only 1 + 4k frames (T frames -> 1 + (T-1)//4 latent frames), so a history of 4k frames
+    would come back with 4k - 3 and shift the conditioning frame and the consistency target. The video
+    is therefore padded at the end with copies of its last frame to the next 1 + 4k frames before each
+    round, and the padding is dropped after decoding. The output is clamped to [-1, 1] after every
+    round, as a saved image would be.
     """
     from ..sampling.conditioning import vae_decode, vae_encode
 
@@ -299,8 +343,10 @@ def vae_roundtrip(vae, pixels: torch.Tensor, rounds: int) -> torch.Tensor:
         return pixels
     video = pixels if pixels.ndim == 5 else pixels.unsqueeze(2)
     frames = video.shape[2]
+    pad = (1 - frames) % 4  # frames + pad = 1 + 4k
     for _ in range(rounds):
-        video = vae_decode(vae, vae_encode(vae, video))[:, :, :frames].clamp(-1, 1).to(pixels.dtype)
+        padded = torch.cat([video, video[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2) if pad else video
+        video = vae_decode(vae, vae_encode(vae, padded))[:, :, :frames].clamp(-1, 1).to(pixels.dtype)
     return video if pixels.ndim == 5 else video[:, :, 0]
 
 

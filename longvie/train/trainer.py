@@ -207,6 +207,7 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
     # Models: the denoiser (trainable parts in float32) and the frozen encoders.
     torch.manual_seed(seed)
     denoiser = build_denoiser(config)
+    denoiser.control.dense_weakening_position = config["degradation"].get("dense_weakening_position", "after")
     trainable = select_trainable(denoiser, train_cfg["trainable"])
     if train_cfg["gradient_checkpointing"]:
         denoiser.enable_gradient_checkpointing()

@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
-from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.driving_video import add_video_arguments, load_driving_video, working_size
 from longvie.media.atomic import atomic_save_npy
 
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     try:
-        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+        frames = load_driving_video(args.video, *working_size(args), args.frame_step)
         estimator = depth_estimator_from_args(args)
         disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth", unit="batch"))
         atomic_save_npy(args.out, disparity)

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.driving_video import add_video_arguments, load_driving_video, working_size
 from longvie.controls.point_tracking import BACKENDS, build_tracker
 from longvie.controls.primitives import (
     DEFAULT_GRID,
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     from utils.depth_npy2mp4 import load_disparity, normalize_depth_for_clips
 
     try:
-        frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+        frames = load_driving_video(args.video, *working_size(args), args.frame_step)
         depth_grey = None
         if args.depth:
             depth_grey = normalize_depth_for_clips(load_disparity(args.depth), source=args.depth)

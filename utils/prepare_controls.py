@@ -35,7 +35,7 @@ import numpy as np
 
 from longvie.controls.captioning import PLACEHOLDER_KEY, placeholder_entry_text
 from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
-from longvie.controls.driving_video import add_video_arguments, load_driving_video
+from longvie.controls.driving_video import add_video_arguments, load_driving_video, working_size
 from longvie.controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from longvie.controls.primitives import clip_ranges
 from longvie.media.atomic import atomic_path, atomic_save_npy, atomic_write_json
@@ -138,7 +138,7 @@ def build_folder(args, work: Path, log=print) -> tuple[bool, str | None]:
     from utils.depth_npy2mp4 import normalize_depth_for_clips, write_depth_clips
     from utils.get_track import write_track_clips
 
-    frames = load_driving_video(args.video, args.height, args.width, args.frame_step)
+    frames = load_driving_video(args.video, *working_size(args), args.frame_step)
     ranges = clip_ranges(len(frames))
     log(f"{args.video}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} -> {len(ranges)} clip(s)")
     tracker = build_tracker(args.track_backend, args.device)  # fail early, before the slow depth stage

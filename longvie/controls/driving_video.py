@@ -85,11 +85,27 @@ def load_driving_video(
     return np.ascontiguousarray(frames)
 
 
+# Upstream's get_depth.py / get_track.py bring every driving video to 480x832 (scale to cover, centre
+# crop) and the released control videos are 832x480: the extraction scripts' default working size.
+EXTRACTION_SIZE = (480, 832)
+
+
+def working_size(args) -> tuple[int | None, int | None]:
+    """(height, width) for :func:`load_driving_video` from the script options: --height/--width when
+    given, the source size with --keep-size, else :data:`EXTRACTION_SIZE` (832x480, as upstream)."""
+    if args.height is not None or args.width is not None:
+        return args.height, args.width
+    return (None, None) if args.keep_size else EXTRACTION_SIZE
+
+
 def add_video_arguments(parser) -> None:
     """The driving-video options shared by every extraction script."""
     group = parser.add_argument_group("driving video")
     group.add_argument("--height", type=int, default=None,
-                       help="working height (with --width; default: the source size). The sampler resizes later")
-    group.add_argument("--width", type=int, default=None, help="working width (with --height)")
+                       help="working height (with --width; default 480, as upstream's extraction scripts and the "
+                            "released example). The sampler resizes later")
+    group.add_argument("--width", type=int, default=None, help="working width (with --height; default 832)")
+    group.add_argument("--keep-size", action="store_true",
+                       help="keep the source size (rounded down to even numbers) instead of 832x480")
     group.add_argument("--frame-step", type=int, default=1,
                        help="keep every N-th frame (default 1; e.g. 2 for a 30 fps source, LongVie runs at 16 fps)")

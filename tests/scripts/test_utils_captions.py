@@ -129,7 +129,7 @@ def test_prepare_controls_with_caption_model(tiny_qwen, tmp_path, capsys):
     depth = np.broadcast_to(np.linspace(1, 2, 84, dtype=np.float32), (81, 56, 84))
     np.save(tmp_path / "depth.npy", depth)
     args = [str(tmp_path / "drive.mp4"), str(tmp_path / "cond"), "--depth-npy", str(tmp_path / "depth.npy"),
-            "--grid", "6", "--caption-model", str(tmp_path / "qwen"), "--local-files", "--device", "cpu"]
+            "--grid", "6", "--keep-size", "--caption-model", str(tmp_path / "qwen"), "--local-files", "--device", "cpu"]
     assert prepare_controls.main(args) == 0
     assert "placeholders" not in capsys.readouterr().out
     cond = json.loads((tmp_path / "cond" / "cond.json").read_text())

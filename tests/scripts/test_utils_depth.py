@@ -290,7 +290,7 @@ def test_get_depth_script_with_tiny_model(tmp_path, capsys):
     processor.save_pretrained(tmp_path / "da")
     write_video(tmp_path / "drive.mp4", random_frames(85, 32, 48))
     args = [str(tmp_path / "drive.mp4"), str(tmp_path / "depth.npy"), "--model", str(tmp_path / "da"),
-            "--local-files", "--device", "cpu"]
+            "--local-files", "--device", "cpu", "--keep-size"]
     assert get_depth.main(args) == 0
     depth = np.load(tmp_path / "depth.npy")
     assert depth.shape == (81, 32, 48) and depth.dtype == np.float32
@@ -317,7 +317,7 @@ def test_prepare_controls_with_depth_model(tmp_path):
     processor.save_pretrained(tmp_path / "da")
     write_video(tmp_path / "drive.mp4", random_frames(81, 32, 48))
     args = [str(tmp_path / "drive.mp4"), str(tmp_path / "cond"), "--model", str(tmp_path / "da"), "--local-files",
-            "--device", "cpu", "--grid", "8", "--save-depth-npy"]
+            "--device", "cpu", "--grid", "8", "--save-depth-npy", "--keep-size"]
     assert prepare_controls.main(args) == 0
     assert np.load(tmp_path / "cond" / "depth.npy").shape == (81, 32, 48)
     assert read_video(tmp_path / "cond" / "depth_00.mp4").shape == (81, 32, 48, 3)

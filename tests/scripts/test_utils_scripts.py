@@ -50,7 +50,7 @@ def test_prepare_controls_weight_free(tmp_path, capsys):
     out = tmp_path / "cond"
 
     code = prepare_controls.main([str(tmp_path / "drive.mp4"), str(out), "--depth-npy", str(tmp_path / "disparity.npy"),
-                                  "--grid", "10"])
+                                  "--grid", "10", "--keep-size"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "last 9 frame(s)" in printed and "placeholders" in printed
@@ -118,7 +118,8 @@ def test_shell_wrappers(tmp_path):
     assert usage.returncode == 2 and "usage:" in usage.stderr
 
     write_video(tmp_path / "drive.mp4", panning_video(81, 32, 48))
-    result = subprocess.run(["bash", "utils/get_track.sh", str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--grid", "5"],
+    result = subprocess.run(["bash", "utils/get_track.sh", str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--grid", "5",
+                             "--keep-size"],
                             cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr
     assert read_video(tmp_path / "out" / "track_00.mp4").shape == (81, 32, 48, 3)
@@ -128,8 +129,76 @@ def test_prepare_controls_keeps_placeholders_when_captioning_fails(tmp_path, cap
     write_video(tmp_path / "drive.mp4", panning_video(81, 32, 48))
     np.save(tmp_path / "d.npy", np.random.default_rng(0).random((81, 32, 48)).astype(np.float32))
     args = [str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--depth-npy", str(tmp_path / "d.npy"), "--grid", "5",
+            "--keep-size",
             "--caption-model", str(tmp_path / "no_such_model"), "--local-files"]
     assert prepare_controls.main(args) == 1
     assert "placeholder captions" in capsys.readouterr().err
     cond = json.loads((tmp_path / "out" / "cond.json").read_text())
     assert cond[0]["text"].startswith("PLACEHOLDER") and (tmp_path / "out" / cond[0]["track"]).is_file()
+
+
+# ------------------------------------------------------------------ issue 10 / issue 11 item 6
+def test_prepare_controls_default_size_marks_and_placeholders(tmp_path, capsys):
+    """Default working size 832x480 (upstream's extraction scripts); placeholder prompts are marked."""
+    from longvie.controls.captioning import PLACEHOLDER_PREFIX, is_placeholder_prompt
+
+    write_video(tmp_path / "drive.mp4", panning_video(81, 48, 64))
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).random((81, 48, 64)).astype(np.float32))
+    args = [str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--depth-npy", str(tmp_path / "d.npy")]
+    assert prepare_controls.main(args) == 0
+    assert read_video(tmp_path / "out" / "track_00.mp4", max_frames=1).shape == (1, 480, 832, 3)
+    assert read_video(tmp_path / "out" / "depth_00.mp4", max_frames=1).shape == (1, 480, 832, 3)
+    (entry,) = json.loads((tmp_path / "out" / "cond.json").read_text())
+    assert entry["placeholder"] is True and entry["text"].startswith(PLACEHOLDER_PREFIX)
+    assert is_placeholder_prompt(entry) and is_placeholder_prompt(entry["text"])
+    assert is_placeholder_prompt({"text": "a real caption", "placeholder": True})
+    assert not is_placeholder_prompt({"text": "A rider on a horse in the snow."})
+    assert "--allow-placeholder-prompts" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_prepare_controls_failure_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """A failure late in the run (here: writing the track videos) leaves neither OUT nor a staging folder,
+    and an existing OUT keeps its old files."""
+    import utils.get_track as get_track
+
+    write_video(tmp_path / "drive.mp4", panning_video(81, 32, 48))
+    np.save(tmp_path / "d.npy", np.ones((81, 32, 48), np.float32))
+    args = [str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--depth-npy", str(tmp_path / "d.npy"),
+            "--keep-size", "--grid", "5"]
+
+    def broken(*_, **__):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(get_track, "write_track_clips", broken)
+    assert prepare_controls.main(args) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "drive.mp4"]
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cond.json").write_text("[]")
+    assert prepare_controls.main(args) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cond.json"]
+    assert (tmp_path / "out" / "cond.json").read_text() == "[]"
+    monkeypatch.undo()
+    assert prepare_controls.main(args) == 0  # into the existing folder: files replaced
+    assert json.loads((tmp_path / "out" / "cond.json").read_text())[0]["track"] == "track_00.mp4"
+
+    (tmp_path / "file").write_text("x")
+    assert prepare_controls.main([str(tmp_path / "drive.mp4"), str(tmp_path / "file")]) == 1
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_prepare_controls_offline_depth_fails_fast(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    write_video(tmp_path / "drive.mp4", panning_video(81, 32, 48))
+    started = time.monotonic()
+    assert prepare_controls.main([str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--keep-size"]) == 1
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "--depth-npy" in err and "--local-files" in err
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]

@@ -139,15 +139,21 @@ def test_prepare_controls_keeps_placeholders_when_captioning_fails(tmp_path, cap
 
 # ------------------------------------------------------------------ issue 10 / issue 11 item 6
 def test_prepare_controls_default_size_marks_and_placeholders(tmp_path, capsys):
-    """Default working size 832x480 (upstream's extraction scripts); placeholder prompts are marked."""
+    """Default working size 832x480 and grid 50 (upstream's extraction scripts); placeholder prompts are marked."""
     from longvie.controls.captioning import PLACEHOLDER_PREFIX, is_placeholder_prompt
 
     write_video(tmp_path / "drive.mp4", panning_video(81, 48, 64))
     np.save(tmp_path / "d.npy", np.random.default_rng(0).random((81, 48, 64)).astype(np.float32))
-    args = [str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--depth-npy", str(tmp_path / "d.npy")]
+    from longvie.controls.driving_video import working_size
+
+    assert working_size(prepare_controls.parse_args(["v.mp4", "out"])) == (480, 832)
+    assert working_size(prepare_controls.parse_args(["v.mp4", "out", "--keep-size"])) == (None, None)
+    assert working_size(prepare_controls.parse_args(["v.mp4", "out", "--height", "64", "--width", "96"])) == (64, 96)
+    assert prepare_controls.parse_args(["v.mp4", "out"]).grid == 50
+    args = [str(tmp_path / "drive.mp4"), str(tmp_path / "out"), "--depth-npy", str(tmp_path / "d.npy"),
+            "--height", "48", "--width", "80", "--grid", "4"]
     assert prepare_controls.main(args) == 0
-    assert read_video(tmp_path / "out" / "track_00.mp4", max_frames=1).shape == (1, 480, 832, 3)
-    assert read_video(tmp_path / "out" / "depth_00.mp4", max_frames=1).shape == (1, 480, 832, 3)
+    assert read_video(tmp_path / "out" / "track_00.mp4", max_frames=1).shape == (1, 48, 80, 3)
     (entry,) = json.loads((tmp_path / "out" / "cond.json").read_text())
     assert entry["placeholder"] is True and entry["text"].startswith(PLACEHOLDER_PREFIX)
     assert is_placeholder_prompt(entry) and is_placeholder_prompt(entry["text"])

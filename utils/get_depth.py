@@ -1,12 +1,14 @@
 """Relative depth (disparity) of a WHOLE driving video, saved as one (T, H, W) float32 .npy.
 
-    python utils/get_depth.py VIDEO DEPTH.npy                                   # Depth Anything V2 (hub)
+    python utils/get_depth.py VIDEO DEPTH.npy      # Video Depth Anything ViT-L via the HF cache (upstream)
     python utils/get_depth.py VIDEO DEPTH.npy --vda-checkpoint video_depth_anything_vitl.pth
+    python utils/get_depth.py VIDEO DEPTH.npy --depth-backend depth-anything-v2   # per frame, flickers more
 
 Then ``utils/depth_npy2mp4.py DEPTH.npy OUT_DIR`` normalises it over the whole video and writes the
 depth clips. T is the number of frames the clips use (1 + 80k; trailing frames that do not fill a
-clip are dropped, with a message), after --frame-step and at the --height/--width working size.
-See :mod:`utils.depth_estimators` for the backends.
+clip are dropped, with a message), after --frame-step and at the working size (default 832x480: bicubic
+resize to cover, centre crop, as upstream; --height/--width or --keep-size change it).
+See :mod:`longvie.controls.depth_estimators` for the backends.
 """
 from __future__ import annotations
 

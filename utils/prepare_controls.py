@@ -1,6 +1,6 @@
 """One command from a driving video to a ready LongVie condition folder.
 
-    python utils/prepare_controls.py VIDEO OUT [--vda-checkpoint video_depth_anything_vitl.pth]
+    python utils/prepare_controls.py VIDEO OUT [--vda-checkpoint video_depth_anything_vitl.pth] [--grid 50]
                                      [--caption-model Qwen/Qwen2.5-VL-7B-Instruct]
 
 writes

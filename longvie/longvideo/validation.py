@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..controls.captioning import is_placeholder_prompt
 from ..media.video_io import RESIZE_MODES, count_frames, load_image, read_video, resolve_resize_mode
 
 __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_conditions", "validate_inputs",
@@ -56,6 +57,8 @@ class ClipCondition:
     found_by: dict = field(default_factory=dict, compare=False)
     # {"depth": (paths tried, ...), "track": (...)}: every place looked at, for the not-found message
     tried: dict = field(default_factory=dict, compare=False, repr=False)
+    # a placeholder prompt written by utils/prepare_controls.py (controls.captioning.is_placeholder_prompt)
+    placeholder: bool = field(default=False, compare=False)
 
 
 def resolve_condition_path(value: str, cond_dir: Path, cwd: Path | None = None) -> tuple[Path, str, tuple[Path, ...]]:
@@ -153,7 +156,8 @@ def load_conditions(cond_path: str | Path) -> tuple[list[ClipCondition], list[st
         found = {key: resolve_condition_path(entry[key], cond_path.parent) for key in ("depth", "track")}
         clips.append(ClipCondition(index=index, text=entry["text"], depth=found["depth"][0], track=found["track"][0],
                                    found_by={key: value[1] for key, value in found.items()},
-                                   tried={key: value[2] for key, value in found.items()}))
+                                   tried={key: value[2] for key, value in found.items()},
+                                   placeholder=is_placeholder_prompt(entry)))
     return clips, problems
 
 

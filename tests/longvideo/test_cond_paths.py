@@ -97,3 +97,13 @@ def test_manifest_records_rule(tmp_path, monkeypatch):
     assert recorded["depth"]["found_by"] == "relative to the working directory"
     assert recorded["track"]["found_by"] == "relative to cond.json"
     shutil.rmtree(result.run_dir)
+
+
+def test_placeholder_prompts_are_flagged(tmp_path):
+    entries = [{"text": "PLACEHOLDER for clip 0: replace this text", "depth": "depth_00.mp4",
+                "track": "track_00.mp4", "placeholder": True},
+               {"text": "edited caption", "depth": "depth_00.mp4", "track": "track_00.mp4", "placeholder": True},
+               {"text": "A rider in the snow.", "depth": "depth_00.mp4", "track": "track_00.mp4"}]
+    folder = write_example(tmp_path, entries)
+    clips, problems = load_conditions(folder / "cond.json")
+    assert not problems and [c.placeholder for c in clips] == [True, True, False]

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=352)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--frames-per-clip", type=int, default=81)
-    parser.add_argument("--grid", type=int, default=None, help="track grid size (default: 70, less for small frames)")
+    parser.add_argument("--grid", type=int, default=None, help="track grid size (default: 50, less for small frames)")
     parser.add_argument("--seed", type=int, default=0, help="scene layout seed")
     parser.add_argument("--no-reference", action="store_true", help="do not write reference.mp4")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="[longvie.app] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from .engine import Studio
 
     try:

@@ -17,9 +17,10 @@ import gradio as gr
 
 from ..controls.depth_estimators import DEFAULT_DEPTH_ANYTHING_V2
 from ..controls.point_tracking import BACKENDS as TRACK_BACKENDS
+from ..longvideo.validation import load_conditions
 from .engine import OFFLOAD_MODES, ClipView, GenerationRequest, Studio, describe_error
 from .extraction import STAGES, ExtractionOptions
-from .inputs import AppInputError, parse_prompt_table, prompt_rows, read_condition_folder
+from .inputs import AppInputError, check_suffix, parse_prompt_table, prompt_rows, read_condition_folder
 from .runs import list_runs
 
 __all__ = ["build_app", "CSS"]
@@ -156,6 +157,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                               file_count="multiple", elem_id="depth-files")
                         track_files = gr.File(label="Track videos, one per clip (in name order)",
                                               file_count="multiple", elem_id="track-files")
+                        cond_file = gr.File(label="Prompts from a cond.json (optional)", elem_id="cond-file")
                     with gr.Tab("Condition folder", id="tab-folder"):
                         folder = gr.Textbox(label="Condition folder on the server (with cond.json, e.g. from "
                                                   "utils/prepare_controls.py)", elem_id="folder")
@@ -214,7 +216,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 redo_clip = gr.Number(value=0, precision=0, label="Redo clip K (and every clip after it)",
                                       elem_id="redo-clip")
-                redo_seed = gr.Number(value=None, precision=0, label="New seed (optional)", elem_id="redo-seed")
+                redo_seed = gr.Textbox(label="New seed (optional)", elem_id="redo-seed")
                 redo_prompt = gr.Textbox(label="New prompt (optional)", elem_id="redo-prompt")
                 redo = gr.Button("Redo", elem_id="redo")
 
@@ -236,6 +238,23 @@ def build_app(studio: Studio) -> gr.Blocks:
         for component in (first_frame, depth_files, track_files):
             component.change(on_uploads, [source, first_frame, depth_files, track_files, prompts],
                              [controls_info, prompts, message], queue=False)
+
+        def on_cond_file(file, table):
+            path = _path(file)
+            if path is None:
+                return gr.update(), ""
+            try:
+                problems = check_suffix(path, (".json",), "prompt list")
+                if problems:
+                    raise AppInputError(problems)
+                clips_, problems = load_conditions(path)
+                if problems:
+                    raise AppInputError(problems)
+                return prompt_rows([c.text for c in clips_]), ""
+            except Exception as err:  # noqa: BLE001
+                return gr.update(), error_message(describe_error(err))
+
+        cond_file.change(on_cond_file, [cond_file, prompts], [prompts, message], queue=False)
 
         def from_folder(path: str | Path, src: dict):
             image, depth, track, texts = read_condition_folder(path)

@@ -132,7 +132,7 @@ class Studio:
     device: str | None = None
     step_delay: float = 0.0
     config: dict = field(init=False)
-    _pipes: dict = field(init=False, default_factory=dict)
+    pipes: dict = field(init=False, default_factory=dict)  # loaded pipeline by memory mode (one at a time)
     _busy: threading.Lock = field(init=False, default_factory=threading.Lock)
     _cancel: threading.Event | None = field(init=False, default=None)
 
@@ -168,11 +168,11 @@ class Studio:
 
     # ------------------------------------------------------------------ pipeline
     def _load_pipe(self, offload: str):
-        if offload not in self._pipes:
-            self._pipes.clear()  # one model in memory at a time
+        if offload not in self.pipes:
+            self.pipes.clear()  # one model in memory at a time
             config = {**self.config, "offload": offload}
-            self._pipes[offload] = pipeline_loader(config, self.device)()
-        return self._pipes[offload]
+            self.pipes[offload] = pipeline_loader(config, self.device)()
+        return self.pipes[offload]
 
     # ------------------------------------------------------------------ jobs
     def cancel(self) -> str:
@@ -231,9 +231,9 @@ class Studio:
         num_clips = len(clips)
 
         def on_step(clip: int, step: int, steps: int) -> None:
+            emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
             if self.step_delay:
                 time.sleep(self.step_delay)
-            emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
             if cancel.is_set():
                 raise JobCancelled
 
@@ -241,7 +241,7 @@ class Studio:
             emit(JobEvent("clip", f"clip {clip + 1}/{num_clips} finished", run_dir=run_dir, clip=clip,
                           num_clips=num_clips))
 
-        emit(JobEvent("status", "Loading the model ..." if offload not in self._pipes else "Starting ...",
+        emit(JobEvent("status", "Loading the model ..." if offload not in self.pipes else "Starting ...",
                       run_dir=run_dir, num_clips=num_clips))
         sampler = LongVideoSampler(settings, load_pipe=lambda: self._load_pipe(offload), progress=False)
         config = {**self.config, "offload": offload, **(config or {}), "image": str(image)}

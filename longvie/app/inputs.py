@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from ..longvideo.validation import load_conditions
 from ..media.atomic import atomic_write_json
 from ..media.video_io import load_image
-from ..longvideo.validation import load_conditions
 
 __all__ = ["AppInputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PLACEHOLDER_PREFIX", "parse_prompt_table",
            "prompt_rows", "check_suffix", "read_condition_folder", "stage_condition_folder"]

@@ -148,7 +148,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                       + "\n\nTo try the page without weights: `python -m longvie.app --preset tiny`."),
                         elem_id="weights-warning")
         with gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=1):
                 with gr.Tabs():
                     with gr.Tab("Control videos", id="tab-videos"):
                         first_frame = gr.File(label="First frame (PNG/JPEG)", file_count="single",
@@ -184,14 +184,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                                        elem_id="prompts", wrap=True)
                 with gr.Accordion("Settings", open=True):
                     with gr.Row():
-                        seed = gr.Number(value=s["seed"], precision=0, label="Seed", elem_id="seed")
-                        steps = gr.Number(value=s["steps"], precision=0, label="Steps", elem_id="steps")
-                        cfg = gr.Number(value=s["cfg"], label="CFG", elem_id="cfg")
+                        seed = gr.Number(value=s["seed"], precision=0, label="Seed", elem_id="seed", min_width=90)
+                        steps = gr.Number(value=s["steps"], precision=0, label="Steps", elem_id="steps", min_width=90)
+                        cfg = gr.Number(value=s["cfg"], label="CFG", elem_id="cfg", min_width=90)
                     with gr.Row():
-                        height = gr.Number(value=s["height"], precision=0, label="Height", elem_id="height")
-                        width = gr.Number(value=s["width"], precision=0, label="Width", elem_id="width")
+                        height = gr.Number(value=s["height"], precision=0, label="Height", elem_id="height", min_width=90)
+                        width = gr.Number(value=s["width"], precision=0, label="Width", elem_id="width", min_width=90)
                         num_frames = gr.Number(value=s["num_frames"], precision=0, label="Frames per clip (4k+1)",
-                                               elem_id="num-frames")
+                                               elem_id="num-frames", min_width=90)
                     offload = gr.Radio(list(OFFLOAD_MODES), value=studio.config.get("offload") or "none",
                                        label="Memory mode (none: all on the GPU; model: one model at a time, 80 GB; "
                                              "group: streamed, 24-48 GB)", elem_id="offload")
@@ -199,11 +199,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            with gr.Column(scale=3):
+            with gr.Column(scale=1):
                 message = gr.Markdown("", elem_id="message")
                 status = gr.Markdown("Idle.", elem_id="status")
                 clips = gr.HTML(render_clips([]), elem_id="clips")
-                final_video = gr.Video(label="Stitched video", elem_id="final-video", interactive=False)
+                final_video = gr.Video(label="Stitched video", elem_id="final-video", interactive=False, height=320)
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Accordion("Past runs", open=True):
             with gr.Row():

@@ -57,16 +57,16 @@ def _video(path: Path, version: str = "", css_class: str = "") -> str:
             'controls preload="auto"></video>')
 
 
-def render_clips(views: list[ClipView], active: tuple[int, int, int] | None = None) -> str:
-    """One row per clip: depth | tracks | generated (or where its generation stands)."""
+def render_clips(views: list[ClipView], active: int | None = None) -> str:
+    """One row per clip: depth | tracks | generated (or "generating" for clip ``active``, else "waiting")."""
     if not views:
         return '<div class="lv-clips"><p>No clips yet.</p></div>'
     rows = []
     for view in views:
         if view.video is not None:
             generated = _video(view.video, view.version, "lv-generated")
-        elif active and active[0] == view.index:
-            generated = f'<div class="lv-pending">generating: step {active[1]}/{active[2]}</div>'
+        elif active == view.index:
+            generated = '<div class="lv-pending">generating ...</div>'
         else:
             generated = '<div class="lv-pending">waiting</div>'
         rows.append(
@@ -320,6 +320,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                     text = f"Clip {event.clip + 1}/{event.num_clips} · step {event.step}/{event.steps}"
                     progress(done / max(event.num_clips * event.steps, 1), desc=text)
                     update[status] = text
+                    if event.step == 1:  # a clip starts: mark it in the clip rows
+                        update[clips] = render_clips(studio.clip_views(run_dir), active=event.clip)
                 elif event.kind == "clip":
                     update[status] = html.escape(event.message)
                     update[clips] = render_clips(studio.clip_views(run_dir))

@@ -234,7 +234,9 @@ class Studio:
             emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
             if self.step_delay:
                 time.sleep(self.step_delay)
-            if cancel.is_set():
+            if cancel.is_set():  # logged into run.log too (the sampler's file handler is on "longvie")
+                logger.info("cancelled from the page during clip %d after step %d/%d; clip %d is not kept",
+                            clip, step, steps, clip)
                 raise JobCancelled
 
         def on_clip_done(clip: int) -> None:

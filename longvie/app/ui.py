@@ -222,9 +222,10 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         # ---------------------------------------------------------------- handlers
         def describe_controls(src: dict, image, depth, track) -> str:
+            uploaded = bool(_paths(depth) or _paths(track))
             image = _path(image) or src.get("image")
             depth, track = _paths(depth) or src.get("depth") or [], _paths(track) or src.get("track") or []
-            where = f"folder `{src['folder']}`" if src.get("folder") and not _paths(depth) else "uploads"
+            where = f"folder `{src['folder']}`" if src.get("folder") and not uploaded else "uploads"
             return (f"Controls: {min(len(depth), len(track))} clip(s) from {where}; first frame: "
                     f"{Path(image).name if image else 'missing'}.")
 
@@ -262,19 +263,21 @@ def build_app(studio: Studio) -> gr.Blocks:
                    "track": [str(p) for p in track]}
             return src, prompt_rows(texts)
 
-        def on_load_folder(path, image, depth, track, src):
+        def on_load_folder(path, src):
+            """The folder's controls and prompts replace the uploaded ones (the upload boxes are cleared;
+            a first frame uploaded afterwards replaces the folder's)."""
             try:
                 src, rows = from_folder(path, src)
-                return src, rows, describe_controls(src, image, depth, track), ""
-            except AppInputError as err:
-                return src, gr.update(), gr.update(), error_message(describe_error(err))
+                return src, rows, describe_controls(src, None, None, None), "", None, None, None
             except Exception as err:  # noqa: BLE001
-                return src, gr.update(), gr.update(), error_message(describe_error(err))
+                return (src, gr.update(), gr.update(), error_message(describe_error(err)), gr.update(), gr.update(),
+                        gr.update())
 
-        load_folder.click(on_load_folder, [folder, first_frame, depth_files, track_files, source],
-                          [source, prompts, controls_info, message], concurrency_limit=None)
+        load_folder.click(on_load_folder, [folder, source],
+                          [source, prompts, controls_info, message, first_frame, depth_files, track_files],
+                          concurrency_limit=None)
 
-        def on_extract(video, npy, vda, model, local, track_backend, grid_size, step, src, image, depth, track):
+        def on_extract(video, npy, vda, model, local, track_backend, grid_size, step, src):
             stage_progress: dict[str, tuple[int, int]] = {}
             try:
                 options = ExtractionOptions(frame_step=int(step or 1), depth_npy=_path(npy),
@@ -290,8 +293,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         yield {status: html.escape(event.message)}
                     elif event.kind == "done":
                         src, rows = from_folder(event.folder, src)
-                        yield {source: src, prompts: rows, controls_info: describe_controls(src, image, depth, track),
-                               message: ok_message(event.message), status: "Controls ready.", folder: str(event.folder)}
+                        yield {source: src, prompts: rows, controls_info: describe_controls(src, None, None, None),
+                               message: ok_message(event.message), status: "Controls ready.", folder: str(event.folder),
+                               first_frame: None, depth_files: None, track_files: None}
                     elif event.kind == "cancelled":
                         yield {message: ok_message("Extraction cancelled."), status: "Idle."}
                     else:
@@ -300,8 +304,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 yield {message: error_message(describe_error(err)), status: "Idle."}
 
         extract.click(on_extract, [driving, depth_npy, vda_checkpoint, depth_model, local_files, tracker, grid,
-                                   frame_step, source, first_frame, depth_files, track_files],
-                      [stages, status, source, prompts, controls_info, message, folder],
+                                   frame_step, source],
+                      [stages, status, source, prompts, controls_info, message, folder, first_frame, depth_files,
+                       track_files],
                       concurrency_limit=1, concurrency_id="gpu")
 
         def follow(events, progress):

@@ -158,6 +158,7 @@ def test_cancel_stops_after_a_step_and_resume_equals_uninterrupted(studio, examp
     assert not any(e.kind == "clip" and e.clip == 1 for e in events)
     run_dir = studio.outputs / "cancelled"
     assert not (run_dir / "run.lock").exists()
+    assert "cancelled from the page during clip 1" in (run_dir / "run.log").read_text()
     summary = next(s for s in list_runs(studio.outputs) if s.path == run_dir)
     assert (summary.done, summary.num_clips, summary.finished) == (1, 2, False) and "interrupted" in summary.label
     assert studio.cancel() == "No job is running."

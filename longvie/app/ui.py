@@ -91,8 +91,8 @@ def render_stages(progress: dict[str, tuple[int, int]]) -> str:
     return '<div class="lv-stages" id="stages">' + "".join(bars) + "</div>"
 
 
-def error_message(text: str) -> str:
-    return f'<div class="lv-error"><b>Cannot do that:</b>\n\n{text}</div>'
+def error_message(text: str, title: str = "Cannot do that:") -> str:
+    return f'<div class="lv-error"><b>{title}</b>\n\n{text}</div>'
 
 
 def ok_message(text: str) -> str:
@@ -143,9 +143,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown(f"# LongVie 2 — long controllable video\nConfig **{studio.config['preset']}** · runs in "
                     f"`{studio.outputs}` · one job at a time (queued).")
         if weight_problems:
-            gr.Markdown(error_message("The model weights are missing, generation will not start:\n\n"
-                                      + "\n".join(f"- {p}" for p in weight_problems)
-                                      + "\n\nTo try the page without weights: `python -m longvie.app --preset tiny`."),
+            gr.Markdown(error_message("\n".join(f"- {p}" for p in weight_problems)
+                                      + "\n\nTo try the page without weights: `python -m longvie.app --preset tiny`.",
+                                      title="The model weights are missing; generation will not start:"),
                         elem_id="weights-warning")
         with gr.Row():
             with gr.Column(scale=1):

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outputs", type=Path, default=Path("outputs/app"), help="folder of the run directories")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available; cpu for tiny)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="load the model when the first job needs it, not at start-up")
     parser.add_argument("--step-delay", type=float, default=0.0,
                         help="seconds to wait after each denoising step (demos and the browser test)")
     return parser
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not args.no_preload:
+        studio.preload()
     from .ui import launch
 
     try:

@@ -134,6 +134,7 @@ class Studio:
     config: dict = field(init=False)
     pipes: dict = field(init=False, default_factory=dict)  # loaded pipeline by memory mode (one at a time)
     _busy: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _loading: threading.Lock = field(init=False, default_factory=threading.Lock)
     _cancel: threading.Event | None = field(init=False, default=None)
 
     def __post_init__(self):
@@ -168,11 +169,29 @@ class Studio:
 
     # ------------------------------------------------------------------ pipeline
     def _load_pipe(self, offload: str):
-        if offload not in self.pipes:
-            self.pipes.clear()  # one model in memory at a time
-            config = {**self.config, "offload": offload}
-            self.pipes[offload] = pipeline_loader(config, self.device)()
-        return self.pipes[offload]
+        with self._loading:  # a job waits for a preload in progress instead of loading a second copy
+            if offload not in self.pipes:
+                self.pipes.clear()  # one model in memory at a time
+                config = {**self.config, "offload": offload}
+                self.pipes[offload] = pipeline_loader(config, self.device)()
+            return self.pipes[offload]
+
+    def preload(self, offload: str | None = None) -> threading.Thread | None:
+        """Load the pipeline in a background thread (so the first job does not wait for it); None
+        when the weights are missing. A failure is only logged: the first job reports it."""
+        if self.weight_problems():
+            return None
+        offload = offload or self.config.get("offload") or "none"
+
+        def load():
+            try:
+                self._load_pipe(offload)
+            except Exception:  # noqa: BLE001 - the first job shows the message in the page
+                logger.exception("preloading the model failed")
+
+        thread = threading.Thread(target=load, name="longvie-app-preload", daemon=True)
+        thread.start()
+        return thread
 
     # ------------------------------------------------------------------ jobs
     def cancel(self) -> str:

@@ -264,3 +264,41 @@ def test_extraction_problems_are_messages(tmp_path, example, driving):
     missing_model = run_events(studio.extract(driving[0], ExtractionOptions(vda_checkpoint=str(tmp_path / "no.pth"))))
     assert missing_model[-1].kind == "error" and "checkpoint not found" in missing_model[-1].message
     assert not list((studio.outputs / ".controls").glob("*"))  # failed extractions leave nothing behind
+
+
+def test_one_job_at_a_time(studio, example):
+    """A second job waits for the first (the page's queue orders them; the studio enforces it too)."""
+    import threading
+
+    studio.step_delay = 0.1
+    first = studio.new_run(request_for(example, name="a"))
+    first_events = [next(first)]  # the job runs in its thread now
+    second_events = []
+    worker = threading.Thread(target=lambda: second_events.extend(studio.new_run(request_for(example, name="b"))))
+    worker.start()
+    first_events += list(first)
+    worker.join(timeout=120)
+    assert first_events[-1].kind == "done" and second_events[-1].kind == "done"
+    assert second_events[0].message.startswith("Waiting for the running job")
+    runs = {p.name: p for p in studio.outputs.iterdir()}
+    started = [json.loads((runs[name] / "manifest.json").read_text())["created_at"] for name in ("a", "b")]
+    log_a, log_b = ((runs[name] / "run.log").read_text() for name in ("a", "b"))
+    assert "clip 2/2 done" in log_a and "clip 2/2 done" in log_b and started[0] <= started[1]
+
+
+def test_preload_loads_once(tmp_path, monkeypatch, tiny_pipeline):
+    import longvie.app.engine as engine
+
+    calls = []
+
+    def loader(config, device):
+        calls.append(config["offload"])
+        return lambda: tiny_pipeline
+
+    monkeypatch.setattr(engine, "pipeline_loader", loader)
+    studio = Studio("tiny", tmp_path / "outputs")
+    studio.preload().join()
+    assert studio._load_pipe("none") is tiny_pipeline and calls == ["none"]
+    config = tmp_path / "released.yaml"
+    config.write_text(f"base_model_dir: {tmp_path / 'no_base'}\nlongvie_dir: {tmp_path / 'no_longvie'}\n")
+    assert Studio(str(config), tmp_path / "o2").preload() is None  # no weights: nothing to load

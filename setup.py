@@ -33,7 +33,7 @@ setup(
         "sentencepiece>=0.2.3",
         "protobuf>=7",
         "numpy>=2.4",
-        "pillow>=13",
+        "pillow>=12.3",  # gradio (the app) caps pillow below 13
         "pyyaml>=6.0.3",
         "tqdm>=4.70",
         "imageio>=2.38",
@@ -44,6 +44,10 @@ setup(
         "tensorboard>=2.21",
         "psutil>=7.2",
         "pytest>=9.0",
+        # The web app (python -m longvie.app) and its browser test (playwright drives the system
+        # Chromium through executable_path; no browser download). Tested: gradio 6.31.0, playwright 1.65.2.
+        "gradio>=6.31",
+        "playwright>=1.65",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6", "deepspeed>=0.15"],

@@ -185,6 +185,7 @@ class LongVideoSampler:
         command: str | None = None,
         on_clip_done: Callable[[int], None] | None = None,
         notes: Sequence[str] = (),
+        on_step: Callable[[int, int, int], None] | None = None,
     ) -> LongVideoResult:
         """Generate (or continue) the run in ``run_dir``.
 
@@ -200,6 +201,9 @@ class LongVideoSampler:
             config, command: recorded in the manifest for reference.
             on_clip_done: called with the clip index after each clip is committed (tests use it).
             notes: input adjustments found by validation (resizes, trims), logged to run.log.
+            on_step: called as ``on_step(clip, step, steps)`` after each denoising step (step counts
+                from 1). An exception raised by it stops the run after that step; the clip in
+                progress is not committed, so the run resumes from it (the app's cancel button).
 
         Raises:
             RunMismatchError: inputs or settings of finished clips changed.
@@ -216,7 +220,7 @@ class LongVideoSampler:
             for note in notes:
                 logger.info("input: %s", note)
             manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command)
-            generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done)
+            generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done, on_step)
             video_path, num_frames = self._stitch(run, manifest, len(clips))
             seconds = time.perf_counter() - started
             logger.info("video: %s (%d frames, %d clips); this session generated %d clip(s) in %.1f s",
@@ -270,7 +274,8 @@ class LongVideoSampler:
         return dense, sparse
 
     def _generate(self, run: RunDir, manifest: dict, image: Path, clips: Sequence[ClipCondition],
-                  start: int, on_clip_done: Callable[[int], None] | None) -> list[int]:
+                  start: int, on_clip_done: Callable[[int], None] | None,
+                  on_step: Callable[[int, int, int], None] | None = None) -> list[int]:
         s = self.settings
         generated: list[int] = []
         if start >= len(clips):
@@ -298,12 +303,14 @@ class LongVideoSampler:
                     noise = previous.noise
                 if inputs["noise_seed"] is not None:  # clip 0, or a clip re-seeded by --redo
                     noise = None
+                step_hook = {} if on_step is None else {
+                    "callback_on_step_end": lambda _pipe, step, _t, _kw, clip=index: on_step(clip, step + 1, s.steps)}
                 frames, clip_noise = self.pipe(
                     first_image, inputs["text"], dense, sparse, history=history, noise=noise,
                     num_frames=s.num_frames, height=s.height, width=s.width, num_inference_steps=s.steps,
                     guidance_scale=s.cfg, shift=s.shift,
                     seed=inputs["noise_seed"] if inputs["noise_seed"] is not None else manifest["seed"],
-                    progress=self.progress, **extra)
+                    progress=self.progress, **extra, **step_hook)
                 frames = to_frame_array(frames)
                 if frames.shape != (s.num_frames, s.height, s.width, 3):
                     raise RuntimeError(f"the pipeline returned frames of shape {frames.shape}, expected "

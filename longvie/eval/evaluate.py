@@ -161,12 +161,12 @@ def evaluate_video(
 def _control_adherence(frames, reference, ranges, depth_estimator, depth_model_id, control_depths, tracker,
                        settings) -> dict:
     control: dict = {}
-    if control_depths is None or len(control_depths) < len(ranges):
-        control["depth"] = "not computed: needs the control depth videos (a run directory, or --prompts cond.json)"
-    elif isinstance(depth_estimator, MetricUnavailable):
+    if isinstance(depth_estimator, MetricUnavailable):
         control["depth"] = depth_estimator.report
     elif depth_estimator is None:
         control["depth"] = "not computed: disabled"
+    elif control_depths is None or len(control_depths) < len(ranges):
+        control["depth"] = "not computed: needs the control depth videos (a run directory, or --prompts cond.json)"
     else:
         errors = depth_adherence(frames, ranges, control_depths, depth_estimator, settings.resize)
         control["depth"] = {"model": depth_model_id, "error_per_clip": errors, "mean": float(np.mean(errors)),
@@ -183,3 +183,32 @@ def _control_adherence(frames, reference, ranges, depth_estimator, depth_model_i
         control["tracks"] = {"tracker": type(tracker).__name__, "per_clip": per_clip,
                              "mean_error_px": float(np.mean(errors)) if errors else None}
     return control
+
+
+def evaluate_files(generated, out_dir, reference=None, prompts=None, backends=None, settings=None,
+                   name: str = "generated") -> dict:
+    """Load ``generated`` (run directory or video), ``reference`` (video) and ``prompts`` (cond.json),
+    evaluate with ``backends`` (:class:`~longvie.eval.backends.Backends`) and write the report into
+    ``out_dir``; returns the result dict."""
+    from ..media.video_io import read_video
+    from .backends import Backends
+    from .inputs import load_generated
+    from .report import write_report
+
+    backends = backends or Backends()
+    video = load_generated(generated, prompts)
+    reference_frames = read_video(reference) if reference is not None else None
+    controls = None
+    if video.depth_videos and callable(backends.depth_estimator):
+        missing = [p for p in video.depth_videos if not p.is_file()]
+        if missing:
+            logger.warning("control depth video %s not found: depth adherence not computed", missing[0])
+        else:
+            controls = [read_video(p) for p in video.depth_videos]
+    result = evaluate_video(video, reference_frames, scorers=backends.scorers, lpips=backends.lpips,
+                            depth_estimator=backends.depth_estimator, depth_model_id=backends.depth_model_id,
+                            control_depths=controls,
+                            tracker=backends.tracker, settings=settings,
+                            reference_source=str(reference) if reference is not None else None)
+    write_report(out_dir, result, name)
+    return result

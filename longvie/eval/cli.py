@@ -81,12 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
-    package_logger = logging.getLogger("longvie")
-    if not package_logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[longvie] %(message)s"))
-        package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
+    """Console log lines of the package (the sampler's handler, so both CLIs print through one)."""
+    from ..longvideo.cli import _setup_console_logging
+
+    _setup_console_logging()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,7 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
                   [0.0193339, 0.1191920, 0.9503041]])
-    xyz = linear @ m.T / np.array([0.95047, 1.0, 1.08883])
+    xyz = linear @ m.T / m.sum(1)  # the white point is sRGB white (1, 1, 1): D65
     delta = 6.0 / 29.0
     f = np.where(xyz > delta ** 3, np.cbrt(xyz), xyz / (3 * delta ** 2) + 4.0 / 29.0)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)

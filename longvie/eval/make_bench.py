@@ -2,7 +2,7 @@
 
     python -m longvie.eval.make_bench clips/*.mp4 --out bench/ [--min-seconds 60] [--prepare]
 
-For each video long enough (at least one 81-frame clip, or ``--min-seconds`` at 16 fps), writes
+For each video long enough (``--min-frames``, default one 81-frame clip; ``--min-seconds`` at 16 fps), writes
 ``BENCH/<name>/source.mp4`` (a symbolic link, or a copy with ``--copy``). ``--prepare`` also runs
 ``utils/prepare_controls.py`` into the sub-folder (first.png, depth/track clips, cond.json with placeholder
 prompts to edit); otherwise ``python -m longvie.eval.bench`` prepares them on first use.
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="benchmark folder to create or extend")
     parser.add_argument("--min-seconds", type=float, default=None,
                         help="keep videos of at least this many seconds at 16 fps (default: one 81-frame clip)")
+    parser.add_argument("--min-frames", type=int, default=81,
+                        help="keep videos of at least this many frames (default 81: one clip of the released model)")
     parser.add_argument("--copy", action="store_true", help="copy the videos instead of linking them")
     parser.add_argument("--prepare", action="store_true", help="also prepare controls with utils/prepare_controls.py")
     args, prepare_args = parser.parse_known_args(argv)
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: video {missing[0]} not found — check the path", file=sys.stderr)
         return 2
-    min_frames = 81 if args.min_seconds is None else max(81, int(round(args.min_seconds * 16)))
+    min_frames = args.min_frames if args.min_seconds is None else max(args.min_frames, round(args.min_seconds * 16))
     made = make_bench(args.videos, args.out, min_frames, args.copy, args.prepare, prepare_args)
     print(f"{len(made)} of {len(args.videos)} video(s) in {args.out}; next: python -m longvie.eval.bench {args.out} "
           f"--out <results>")

@@ -22,8 +22,15 @@ from typing import Callable
 import numpy as np
 
 from .availability import MetricUnavailable
-from .diagnostics import (BOUNDARY_THRESHOLD, boundary_scores, colour_shift, depth_adherence, drift_over_clips,
-                          track_adherence, video_clip_ranges)
+from .diagnostics import (
+    BOUNDARY_THRESHOLD,
+    boundary_scores,
+    colour_shift,
+    depth_adherence,
+    drift_over_clips,
+    track_adherence,
+    video_clip_ranges,
+)
 from .inputs import GeneratedVideo
 from .quality import LPIPS_MODEL_ID, LpipsMetric, align_reference, ssim_per_frame
 from .vbench_metrics import MODEL_IDS, VBENCH_METRICS

@@ -79,3 +79,34 @@ def test_bad_paths_are_clear_errors(tmp_path, capsys):
     (tmp_path / "folder").mkdir()
     assert main(["--generated", str(tmp_path / "folder"), "--out", str(tmp_path / "o"), "--fast"]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_prompts_and_control_depths_reach_the_backends(tmp_path, example):
+    """cond.json's prompts go to the text metric, its depth videos to depth adherence (injected backends)."""
+    from longvie.eval.backends import Backends
+    from longvie.eval.evaluate import EvalSettings, evaluate_files
+
+    seen_prompts, seen_clips = [], []
+
+    class Text:
+        model_id = "recording"
+
+        def __call__(self, frames, prompt):
+            seen_prompts.append(prompt)
+            return 0.25
+
+    def estimator(frames):
+        seen_clips.append(frames.shape)
+        return 255.0 - frames.mean(-1)
+
+    backends = Backends(scorers={"overall_consistency": Text()}, depth_estimator=estimator, depth_model_id="fake")
+    result = evaluate_files(example / "reference.mp4", tmp_path / "out", example / "reference.mp4",
+                            example / "cond.json", backends, EvalSettings(clip_frames=9))
+    cond = json.loads((example / "cond.json").read_text())
+    assert seen_prompts == [c["text"] for c in cond]
+    assert seen_clips == [(9, 32, 48, 3)] * 3
+    assert result["video"]["overall_consistency"] == 0.25 and result["models"]["overall_consistency"] == "recording"
+    depth = result["control"]["depth"]
+    assert depth["model"] == "fake" and len(depth["error_per_clip"]) == 3
+    assert all(0 <= e < 0.5 for e in depth["error_per_clip"])
+    assert result["video"]["aesthetic_quality"] == "not computed: disabled"

@@ -3,8 +3,16 @@ import cv2
 import numpy as np
 import pytest
 
-from longvie.eval.diagnostics import (affine_invariant_error, boundary_scores, colour_shift, depth_adherence,
-                                      drift_over_clips, rgb_to_lab, track_adherence, video_clip_ranges)
+from longvie.eval.diagnostics import (
+    affine_invariant_error,
+    boundary_scores,
+    colour_shift,
+    depth_adherence,
+    drift_over_clips,
+    rgb_to_lab,
+    track_adherence,
+    video_clip_ranges,
+)
 
 
 def _l_star_of_grey(value):

@@ -7,9 +7,17 @@ import pytest
 import torch
 
 from longvie.eval.availability import MetricUnavailable
-from longvie.eval.vbench_metrics import (VBENCH_METRICS, AestheticScorer, ConsistencyScorer, DynamicDegreeScorer,
-                                         FrameEmbedder, ScorerSettings, TextSimilarityScorer, consistency_score,
-                                         load_scorers)
+from longvie.eval.vbench_metrics import (
+    VBENCH_METRICS,
+    AestheticScorer,
+    ConsistencyScorer,
+    DynamicDegreeScorer,
+    FrameEmbedder,
+    ScorerSettings,
+    TextSimilarityScorer,
+    consistency_score,
+    load_scorers,
+)
 
 
 def _frames(t=5, h=20, w=28, seed=0):

@@ -18,7 +18,9 @@ into ``OUT/eval/<name>`` (skipped when its metrics.json exists: written last, at
 the per-clip plots of every video together. Killed at any moment, the same command continues.
 
 ``--generated-from DIR`` scores videos made by another system instead of generating: ``DIR/<name>.mp4``,
-``DIR/<name>/video.mp4`` or a run directory ``DIR/<name>/``. Videos are processed sequentially.
+``DIR/<name>/video.mp4`` or a run directory ``DIR/<name>/``. Videos are processed sequentially; to use
+several GPUs start one process per GPU with ``--shard K/N`` (``CUDA_VISIBLE_DEVICES=K``), then run the
+command once more without ``--shard`` to write the summary.
 """
 from __future__ import annotations
 
@@ -137,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("bench_dir", type=Path, help="benchmark folder: one sub-folder per video")
     parser.add_argument("--out", required=True, type=Path, help="output folder (runs/, eval/, summary.md)")
     parser.add_argument("--generated-from", type=Path, help="score these videos instead of generating")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="process only videos K, K+N, ... (0-based), e.g. one process per GPU; the summary is "
+                             "written once every video is evaluated (re-run without --shard to aggregate)")
     gen = parser.add_argument_group("generation (as python -m longvie.sample)")
     gen.add_argument("--config", "--preset", dest="config", default="longvie2_i2v_14b", help="config or preset name")
     for flag, kind in (("--height", int), ("--width", int), ("--steps", int), ("--num-frames", int),
@@ -160,10 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out
+    shard = _parse_shard(args.shard)
+    if shard is None:
+        print(f"error: --shard {args.shard}: expected K/N with 0 <= K < N, e.g. 0/4", file=sys.stderr)
+        return 2
     backends = None
     results = []
     for number, entry in enumerate(entries, start=1):
         eval_dir = out / "eval" / entry.name
+        if (number - 1) % shard[1] != shard[0]:
+            if (eval_dir / "metrics.json").is_file():
+                results.append((entry.name, json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))))
+            continue
         if (eval_dir / "metrics.json").is_file():
             logger.info("[%d/%d] %s: already evaluated (%s)", number, len(entries), entry.name, eval_dir)
             results.append((entry.name, json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))))
@@ -191,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .report import summary_line
 
+    if len(results) < len(entries):
+        print(f"shard {args.shard} done; {len(entries) - len(results)} video(s) of other shards not evaluated yet: "
+              f"re-run without --shard once they are, to write the summary")
+        return 0
     mean = aggregate(results)
     title = f"# Benchmark {args.bench_dir.name}: {len(results)} video(s)\n\n"
     table = markdown_table([(name, r["video"]) for name, r in results] + [("mean", mean)])
@@ -202,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(name, _numeric_result(r)))
     print(f"summary: {out / 'summary.md'} ({len(results)} videos)  plots: {out}/*.png")
     return 0
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        return None
+    return (k, n) if 0 <= k < n else None
 
 
 def _numeric_result(result: dict) -> dict:

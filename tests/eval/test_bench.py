@@ -105,3 +105,18 @@ def test_make_bench_builds_the_folder_layout(bench_dir, tmp_path):
     entries = bench.find_entries(out)
     assert [e.name for e in entries] == ["reference"] and entries[0].needs_controls
     assert entries[0].reference.resolve() == videos[0].resolve()
+
+
+def test_shards_split_the_videos_and_the_last_run_aggregates(bench_dir, tmp_path, capsys):
+    other = tmp_path / "upstream"
+    other.mkdir()
+    for name in ("a_plaza", "b_plaza"):
+        shutil.copy(bench_dir / name / "reference.mp4", other / f"{name}.mp4")
+    out = tmp_path / "sharded"
+    common = [str(bench_dir), "--out", str(out), "--generated-from", str(other), "--fast", "--clip-frames", "9"]
+    assert bench.main([*common, "--shard", "1/2"]) == 0
+    assert (out / "eval" / "b_plaza" / "metrics.json").is_file() and not (out / "eval" / "a_plaza").exists()
+    assert not (out / "summary.md").exists() and "re-run without --shard" in capsys.readouterr().out
+    assert bench.main([*common, "--shard", "0/2"]) == 0
+    assert (out / "summary.md").is_file()  # the last shard finds every video evaluated
+    assert bench.main([*common, "--shard", "2/2"]) == 2

@@ -85,7 +85,7 @@ def markdown_table(rows: Sequence[tuple[str, dict]], paper_row: bool = True) -> 
         lines.append("- O.C.: ours is the mean CLIP ViT-L/14 frame-prompt cosine, a stand-in for VBench's ViCLIP: "
                      "not comparable to the paper's")
     lines.append("- whole video: SSIM/LPIPS over all frames, PSNR from the pooled MSE, VBench metrics averaged "
-                 "over 81-frame clips (D.D. = fraction of dynamic clips); n/c = not computed")
+                 "over clips (D.D. = fraction of dynamic clips); n/c = not computed")
     return "\n".join(lines) + "\n"
 
 
@@ -108,6 +108,8 @@ def write_plots(out_dir: str | Path, results: Sequence[tuple[str, dict]]) -> lis
 
     def save(fig, name):
         path = out_dir / name
+        for axis in fig.axes:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=80, format="png")
@@ -128,7 +130,6 @@ def write_plots(out_dir: str | Path, results: Sequence[tuple[str, dict]]) -> lis
                 ax.plot(range(len(curve)), curve, marker="o", label=name)
         ax.set_title(headers[key] + (" (inf shown as 100)" if key == "psnr" else ""), fontsize=9)
         ax.set_xlabel("clip", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if metrics:
         axes.flat[0].legend(fontsize=7)
     save(fig, "quality.png")

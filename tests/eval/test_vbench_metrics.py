@@ -148,3 +148,18 @@ def test_local_weight_files_are_loaded(tmp_path, monkeypatch):
     torch.save(raft_large(weights=None).state_dict(), tmp_path / "raft.pth")
     model = vbench_metrics._raft(ScorerSettings(local_files_only=True, raft_weights=tmp_path / "raft.pth"))
     assert sum(p.numel() for p in model.parameters()) > 5_000_000
+
+
+def test_musiq_plumbing_with_a_stand_in_metric():
+    """pyiqa is optional (not installed in CI): the scorer's resizing and scaling with a recording metric."""
+    from longvie.eval.vbench_metrics import MusiqScorer
+
+    sizes = []
+
+    def metric(x):
+        sizes.append(tuple(x.shape))
+        return torch.tensor([[40.0 + x.mean().item()]])
+
+    frames = np.zeros((3, 600, 1024, 3), np.uint8)
+    assert MusiqScorer(metric, "stand-in")(frames) == pytest.approx(0.40)
+    assert sizes == [(1, 3, 300, 512)] * 3  # longer side scaled to 512, as VBench

@@ -123,6 +123,7 @@ def _generated_from(directory: Path, name: str) -> Path:
 def aggregate(results: list[tuple[str, dict]]) -> dict:
     """Mean of each metric over the videos that have it (strings "not computed" are skipped)."""
     keys = [k for k, _, _ in PAPER_COLUMNS] + ["psnr"]
+    results = [(name, _numeric_result(r)) for name, r in results]  # "inf" (JSON) back to float
     mean = {}
     for key in keys:
         values = [r["video"][key] for _, r in results if isinstance(r["video"].get(key), (int, float))]

@@ -120,3 +120,14 @@ def test_shards_split_the_videos_and_the_last_run_aggregates(bench_dir, tmp_path
     assert bench.main([*common, "--shard", "0/2"]) == 0
     assert (out / "summary.md").is_file()  # the last shard finds every video evaluated
     assert bench.main([*common, "--shard", "2/2"]) == 2
+
+
+def test_aggregate_means_and_infinite_psnr():
+    def result(ssim, psnr, lpips):
+        return {"video": {"ssim": ssim, "psnr": psnr, "lpips": lpips}, "colour": {"shift_vs_clip0": [0.0, 1.0]},
+                "boundaries": [{"flagged": True}], "boundaries_flagged": 1}
+
+    mean = bench.aggregate([("a", result(1.0, "inf", "not computed: needs x")), ("b", result(0.5, 20.0, 0.25))])
+    assert mean["ssim"] == 0.75 and mean["psnr"] == float("inf") and mean["lpips"] == 0.25
+    assert mean["boundaries_flagged"] == 2 and mean["colour_shift_last_clip"] == 1.0
+    assert bench.aggregate([("a", result(1.0, 10.0, "not computed: needs x"))])["lpips"] == "not computed: needs x"

@@ -48,6 +48,13 @@ setup(
         # Chromium through executable_path; no browser download). Tested: gradio 6.31.0, playwright 1.65.2.
         "gradio>=6.31",
         "playwright>=1.65",
+        # evaluation (longvie/eval): plots, and LPIPS (its calibrated heads ship in the package; scipy is
+        # its dependency and the SSIM test's reference). Tested with matplotlib 3.11.2, lpips 0.1.4,
+        # scipy 1.17.1. pyiqa (MUSIQ for I.Q.) is optional and not listed: it pulls opencv-python
+        # beside opencv-python-headless, numba, datasets, ...; without it I.Q. is "not computed".
+        "matplotlib>=3.11",
+        "lpips>=0.1.4",
+        "scipy>=1.17",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6", "deepspeed>=0.15"],

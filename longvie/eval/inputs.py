@@ -1,0 +1,79 @@
+"""What is evaluated: a generated video (a LongVie run directory or a plain video file), its prompts and
+controls, and the reference video.
+
+A run directory (:mod:`longvie.longvideo.run_state`) gives everything: its frames losslessly from the
+clip states, the clip length, fps, and each clip's prompt and control videos from manifest.json. A
+plain video needs ``--prompts cond.json`` for prompts and controls and ``--clip-frames`` when its
+clips are not 81 frames long.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..longvideo.run_state import RunDir
+from ..longvideo.sampler import load_run_frames
+from ..media.video_io import read_video
+
+__all__ = ["GeneratedVideo", "load_generated", "load_cond"]
+
+
+@dataclass
+class GeneratedVideo:
+    """Frames (T, H, W, 3) uint8 plus what the run recorded about them."""
+
+    frames: np.ndarray
+    source: str
+    clip_frames: int | None = None  # None: not recorded (use the default, 81)
+    fps: float | None = None
+    prompts: list[str] = field(default_factory=list)
+    depth_videos: list[Path] = field(default_factory=list)
+    track_videos: list[Path] = field(default_factory=list)
+
+
+def load_cond(path: str | Path) -> tuple[list[str], list[Path], list[Path]]:
+    """Prompts and control-video paths of a cond.json (a list of {"text", "depth", "track"})."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"condition list {path} not found — pass the cond.json the video was generated from")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON ({err.msg}, line {err.lineno}) — fix it") from err
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path}: expected a JSON list of {{\"text\", \"depth\", \"track\"}} objects")
+    prompts = [str(e.get("text") or "") for e in entries]
+    depth = [path.parent / e["depth"] for e in entries if e.get("depth")]
+    track = [path.parent / e["track"] for e in entries if e.get("track")]
+    return prompts, depth if len(depth) == len(entries) else [], track if len(track) == len(entries) else []
+
+
+def load_generated(path: str | Path, prompts: str | Path | None = None) -> GeneratedVideo:
+    """A run directory (manifest.json inside) or a video file; ``prompts`` (cond.json) overrides the run's."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path)
+        manifest = run.load_manifest()
+        if manifest is None:
+            raise ValueError(f"{path} is a folder without manifest.json — pass a LongVie run directory "
+                             "(python -m longvie.sample --out DIR) or a video file")
+        done = [r for r in manifest["clips"] if r and r.get("status") == "done"]
+        if not done:
+            raise ValueError(f"run {path} has no finished clip yet — run the sampler to completion first")
+        settings = manifest.get("settings", {})
+        video = GeneratedVideo(load_run_frames(path), str(path), settings.get("num_frames"), settings.get("fps"))
+        video.prompts = [r["inputs"].get("text", "") for r in done]
+        if all(r["inputs"].get("depth") for r in done):
+            video.depth_videos = [Path(r["inputs"]["depth"]["path"]) for r in done]
+        if all(r["inputs"].get("track") for r in done):
+            video.track_videos = [Path(r["inputs"]["track"]["path"]) for r in done]
+    elif path.is_file():
+        video = GeneratedVideo(read_video(path), str(path))
+    else:
+        raise ValueError(f"--generated {path}: not found — give a run directory or a video file")
+    if prompts is not None:
+        video.prompts, video.depth_videos, video.track_videos = load_cond(prompts)
+    return video

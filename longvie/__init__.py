@@ -17,6 +17,16 @@ Subpackages, lowest layer first (a package imports only from those before it; th
 """
 __version__ = "0.1.0"
 
+
+class LongVieError(Exception):
+    """Base class of the errors this package raises for bad input or a known fault.
+
+    The message states the facts (which file, what was expected, what was found); the command
+    lines print it without a traceback and add the fix. Subclasses keep their builtin base
+    (``ValueError`` etc.) so that existing ``except`` clauses still catch them.
+    """
+
+
 _LAZY = {
     "LongViePipeline": "longvie.sampling.pipeline",
     "ClipOutput": "longvie.sampling.pipeline",
@@ -26,7 +36,7 @@ _LAZY = {
     "LongVideoSampler": "longvie.longvideo.sampler",
     "LongVideoSettings": "longvie.longvideo.sampler",
 }
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "LongVieError"])
 
 
 def __getattr__(name):

@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import LongVieError
 from ..media.atomic import atomic_write_bytes, atomic_write_json
 from ..media.video_io import write_video
 
@@ -54,7 +55,7 @@ __all__ = [
 MANIFEST_FORMAT = "longvie-run/1"
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(LongVieError, ValueError):
     """Inputs or settings of already finished clips differ from this command's; nothing was mixed."""
 
     def __init__(self, run_dir: Path, problems: list[str], first_changed: int | None):
@@ -70,7 +71,7 @@ class RunMismatchError(ValueError):
         super().__init__(f"run directory {run_dir} was made with different inputs:\n{lines}\nFix: {fix}.")
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(LongVieError, RuntimeError):
     """Another live process is working on the same run directory."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .. import LongVieError
 from ..media.video_io import RESIZE_MODES, count_frames, load_image, read_video
 
 __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_conditions", "validate_inputs",
@@ -27,7 +28,7 @@ __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_con
 CONDITION_KEYS = ("text", "depth", "track")
 
 
-class InputValidationError(ValueError):
+class InputValidationError(LongVieError, ValueError):
     """One or more inputs are unusable. ``problems`` lists them; the message shows them all."""
 
     def __init__(self, problems: Sequence[str]):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .. import LongVieError
 from ..media.video_io import fit_frames, read_video
 from .degradations import DegradationPlan, DegradationSettings, degrade_depth, sample_plan, sample_rng
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 REQUIRED_KEYS = ("video", "depth", "track", "text")
 
 
-class DataError(ValueError):
+class DataError(LongVieError, ValueError):
     """A clip cannot be used (missing or unreadable file, too few frames, bad metadata row)."""
 
 

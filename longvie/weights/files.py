@@ -12,13 +12,15 @@ import struct
 import zipfile
 from pathlib import Path
 
+from .. import LongVieError
+
 # Original layout, repo "Wan-AI/Wan2.1-I2V-14B-480P" (file names from Wan2.1's wan/configs/wan_i2v_14B.py
 # and the repo's file list).
 CONTROL_FILENAME = "control.safetensors"
 DIT_FILENAME = "dit.safetensors"
 
 
-class WeightsError(ValueError):
+class WeightsError(LongVieError, ValueError):
     """A weights file is missing, unreadable, or not the model we expect."""
 
 

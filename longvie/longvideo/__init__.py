@@ -4,10 +4,10 @@ validation of every input before a model loads, and the ``python -m longvie.samp
 May import: ``media``, ``controls``, ``presets``, ``examples``, and (lazily, once inputs are valid)
 ``weights`` and ``sampling``.
 """
-from .run_state import RedoRequest, RunDir, RunLockedError, RunMismatchError
+from .run_state import RedoRequest, RunDir, RunLockedError, RunManifestError, RunMismatchError
 from .sampler import LongVideoResult, LongVideoSampler, LongVideoSettings, load_run_frames
 from .validation import ClipCondition, InputValidationError, load_conditions, validate_inputs
 
 __all__ = ["ClipCondition", "InputValidationError", "LongVideoResult", "LongVideoSampler", "LongVideoSettings",
-           "RedoRequest", "RunDir", "RunLockedError", "RunMismatchError", "load_conditions", "load_run_frames",
-           "validate_inputs"]
+           "RedoRequest", "RunDir", "RunLockedError", "RunManifestError", "RunMismatchError", "load_conditions",
+           "load_run_frames", "validate_inputs"]

@@ -19,6 +19,7 @@ Runs are resumable: see :mod:`longvie.longvideo.run_state` for the run directory
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import platform
 import time
@@ -31,6 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
+from .. import LongVieError
 from .run_state import (
     ClipState,
     RedoRequest,
@@ -41,10 +43,36 @@ from .run_state import (
     plan_resume,
     sha256_file,
 )
-from .validation import ClipCondition
+from .validation import ClipCondition, InputValidationError
 
-__all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "stitched_length", "stitch_clips",
-           "load_run_frames"]
+__all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "NonFiniteOutputError", "stitched_length",
+           "stitch_clips", "load_run_frames", "is_placeholder_prompt", "placeholder_problems",
+           "PLACEHOLDER_MARKER"]
+
+# utils/prepare_controls.py writes "PLACEHOLDER for clip {i}: replace this text ..." into cond.json
+# when no caption model is given; such a prompt must be replaced before sampling.
+PLACEHOLDER_MARKER = "PLACEHOLDER"
+
+
+def is_placeholder_prompt(text: str) -> bool:
+    """True for a prompt that is empty/whitespace or still the placeholder that prepare_controls wrote."""
+    return not isinstance(text, str) or not text.strip() or text.lstrip().startswith(PLACEHOLDER_MARKER)
+
+
+def placeholder_problems(clips: Sequence[ClipCondition]) -> list[str]:
+    """One problem per clip whose prompt is empty or still a prepare_controls placeholder."""
+    bad = [clip.index for clip in clips if is_placeholder_prompt(clip.text)]
+    if not bad:
+        return []
+    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    return [f"{len(bad)} clip(s) ({shown}) have an empty or placeholder prompt (text starting with "
+            f"{PLACEHOLDER_MARKER!r}, as utils/prepare_controls.py writes without --caption-model) — write a "
+            "description of each clip into its \"text\" in cond.json, or pass --allow-placeholder-prompts to "
+            "sample with them anyway"]
+
+
+class NonFiniteOutputError(LongVieError, FloatingPointError):
+    """The model produced NaN or infinite values for a clip; nothing of that clip was written."""
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +191,7 @@ class LongVideoSampler:
         self._pipe = pipe
         self._load_pipe = load_pipe
         self.progress = progress
+        self.finished_clips: int | None = None  # clips 0..n-1 finished in the run being worked on
 
     @property
     def pipe(self):
@@ -185,6 +214,7 @@ class LongVideoSampler:
         command: str | None = None,
         on_clip_done: Callable[[int], None] | None = None,
         notes: Sequence[str] = (),
+        allow_placeholder_prompts: bool = False,
     ) -> LongVideoResult:
         """Generate (or continue) the run in ``run_dir``.
 
@@ -200,10 +230,14 @@ class LongVideoSampler:
             config, command: recorded in the manifest for reference.
             on_clip_done: called with the clip index after each clip is committed (tests use it).
             notes: input adjustments found by validation (resizes, trims), logged to run.log.
+            allow_placeholder_prompts: sample clips whose prompt is empty or a prepare_controls
+                placeholder (refused by default).
 
         Raises:
             RunMismatchError: inputs or settings of finished clips changed.
             RunLockedError: another live process works on ``run_dir``.
+            InputValidationError: placeholder prompts (unless allowed).
+            NonFiniteOutputError: a clip came out NaN/Inf (it is not written; earlier clips are kept).
         """
         started = time.perf_counter()
         run = RunDir(run_dir)
@@ -211,11 +245,14 @@ class LongVideoSampler:
             raise ValueError("no clips to generate: the condition list is empty")
         if redo is not None and not 0 <= redo.clip < len(clips):
             raise ValueError(f"--redo {redo.clip}: the run has clips 0..{len(clips) - 1}")
+        if not allow_placeholder_prompts and placeholder_problems(clips):
+            raise InputValidationError(placeholder_problems(clips))
         with run.lock(), _log_to_file(run.log_path):
             logger.info("=== session started: %s (%d clips) ===", run.root, len(clips))
             for note in notes:
                 logger.info("input: %s", note)
             manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command)
+            self.finished_clips = first_pending
             generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done)
             video_path, num_frames = self._stitch(run, manifest, len(clips))
             seconds = time.perf_counter() - started
@@ -281,6 +318,17 @@ class LongVideoSampler:
             record = manifest["clips"][start - 1]
             previous = run.load_clip_state(start - 1, record["state_sha256"])
         extra = {} if s.negative_prompt is None else {"negative_prompt": s.negative_prompt}
+        final_latents_finite: list = []
+        if "callback_on_step_end" in inspect.signature(self.pipe).parameters:
+            def check_final_latents(pipe, step, timestep, tensors):
+                # Only after the last step: one host sync per clip, none inside the denoising loop.
+                if step == s.steps - 1:
+                    import torch
+
+                    final_latents_finite.append(bool(torch.isfinite(tensors["latents"]).all()))
+                return None
+
+            extra["callback_on_step_end"] = check_final_latents
 
         clip_bar = tqdm(total=len(clips), initial=start, desc="clips", unit="clip", disable=not self.progress,
                         dynamic_ncols=True)
@@ -303,6 +351,8 @@ class LongVideoSampler:
                     guidance_scale=s.cfg, shift=s.shift,
                     seed=inputs["noise_seed"] if inputs["noise_seed"] is not None else manifest["seed"],
                     progress=self.progress, **extra)
+                self._check_finite(index, final_latents_finite, clip_noise)
+                final_latents_finite.clear()
                 frames = to_frame_array(frames)
                 if frames.shape != (s.num_frames, s.height, s.width, 3):
                     raise RuntimeError(f"the pipeline returned frames of shape {frames.shape}, expected "
@@ -320,12 +370,28 @@ class LongVideoSampler:
                 logger.info("clip %d/%d done in %.1f s -> %s", index + 1, len(clips), seconds,
                             run.clip_video_path(index))
                 previous = ClipState(frames=frames, noise=clip_noise)
+                self.finished_clips = index + 1
                 clip_bar.update(1)
                 if on_clip_done is not None:
                     on_clip_done(index)
         finally:
             clip_bar.close()
         return generated
+
+    def _check_finite(self, index: int, final_latents_finite: list, clip_noise) -> None:
+        """Refuse a clip whose final latents (or noise) hold NaN/Inf: decoding them gives garbage frames."""
+        import torch
+
+        bad = [] if all(final_latents_finite) else ["its final latents"]
+        if clip_noise is not None and not bool(torch.isfinite(clip_noise).all()):
+            bad.append("its initial noise")
+        if bad:
+            s = self.settings
+            raise NonFiniteOutputError(
+                f"clip {index}: {' and '.join(bad)} contain NaN or infinite values, so clip {index} was not "
+                f"written (clips before it are kept). Likely causes: extreme settings (cfg {s.cfg}, shift "
+                f"{s.shift}, {s.steps} steps; the release uses 5.0, 5.0, 50), a dtype the weights overflow in "
+                f"({s.dtype}), or damaged weights (check them with `python download_wan2.1.py --check-only --deep`)")
 
     def _stitch(self, run: RunDir, manifest: dict, num_clips: int) -> tuple[Path, int]:
         """(Re)write video.mp4 unless it already holds exactly these clips; repair missing clip mp4s."""

@@ -30,6 +30,7 @@ from .atomic import atomic_path
 __all__ = [
     "read_video",
     "count_frames",
+    "probe_video",
     "write_video",
     "load_image",
     "resize_center_crop",
@@ -132,14 +133,51 @@ def read_video(
     )
 
 
-def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames of a video (container index when available, else a full decode).
+def _header_probe(path: Path) -> tuple[int, int, int] | None:
+    """(frames, width, height) from the container header (PyAV, no decoding), or None where the
+    container does not record a frame count (e.g. some MKV/WebM files)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            frames, width, height = int(stream.frames or 0), stream.codec_context.width, stream.codec_context.height
+    except Exception:  # noqa: BLE001 - any failure: fall back to the decoding readers
+        return None
+    return (frames, width, height) if frames > 0 and width > 0 and height > 0 else None
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(frames, width, height)`` of a video, from the container header where it records them
+    (milliseconds), else by decoding (:func:`count_frames` and the first frame).
 
     Raises:
         ValueError: the file is missing or unreadable (message names the file and the fix).
     """
     path = Path(path)
     _check_exists(path, "video")
+    probed = _header_probe(path)
+    if probed is not None:
+        return probed
+    frames = count_frames(path)
+    first = read_video(path, max_frames=1)[0]
+    return frames, first.shape[1], first.shape[0]
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of frames of a video (container header when it records it, else the decoder's index,
+    else a full decode).
+
+    Raises:
+        ValueError: the file is missing or unreadable (message names the file and the fix).
+    """
+    path = Path(path)
+    _check_exists(path, "video")
+    probed = _header_probe(path)
+    if probed is not None:
+        return probed[0]
     errors = []
     try:
         import decord

@@ -27,6 +27,28 @@ class LongVieError(Exception):
     """
 
 
+def log_unexpected_error(err: BaseException, candidates) -> str | None:
+    """Append ``err``'s traceback to the first writable log file of ``candidates``; returns its path.
+
+    The command lines print one line naming this file instead of a traceback.
+    """
+    import datetime
+    import traceback
+    from pathlib import Path
+
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    for log in candidates:
+        try:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"\n=== unexpected error ({stamp}) ===\n{text}")
+        except OSError:
+            continue
+        return str(log)
+    return None
+
+
 _LAZY = {
     "LongViePipeline": "longvie.sampling.pipeline",
     "ClipOutput": "longvie.sampling.pipeline",
@@ -36,7 +58,7 @@ _LAZY = {
     "LongVideoSampler": "longvie.longvideo.sampler",
     "LongVideoSettings": "longvie.longvideo.sampler",
 }
-__all__ = sorted([*_LAZY, "LongVieError"])
+__all__ = sorted([*_LAZY, "LongVieError", "log_unexpected_error"])
 
 
 def __getattr__(name):

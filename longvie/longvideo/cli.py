@@ -25,7 +25,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import LongVieError
+from .. import LongVieError, log_unexpected_error
 from ..media.video_io import RESIZE_MODES
 from ..presets.config import config_path, load_config, merge
 from .preflight import (
@@ -293,25 +293,20 @@ def _os_error_message(err: OSError, session: _Session) -> str:
 
 def _unexpected(err: BaseException, session: _Session) -> int:
     import datetime
-    import traceback
 
-    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     candidates = []
     if session.out is not None and session.out.is_dir():
         candidates.append(RunDir(session.out).log_path)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     candidates.append(cache_dir() / "logs" / f"sample-{stamp}-{os.getpid()}.log")
-    for log in candidates:
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a", encoding="utf-8") as handle:
-                handle.write(f"\n=== unexpected error ({stamp}) ===\n{text}")
-        except OSError:
-            continue
-        print(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-              f"(traceback in {log})", file=sys.stderr)
-        return 1
-    print(f"error: unexpected {type(err).__name__}: {err}\n{text}", file=sys.stderr)
+    log = log_unexpected_error(err, candidates)
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    if log is None:
+        import traceback
+
+        traceback.print_exception(type(err), err, err.__traceback__)
+    print(f"error: unexpected {type(err).__name__}: {first_line}"
+          + (f" (the traceback is in {log}; please report it)" if log else ""), file=sys.stderr)
     return 1
 
 

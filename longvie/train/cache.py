@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from ..media.atomic import atomic_save_tensors, atomic_write_json
 from ..media.video_io import fit_frames
-from .data import ClipRecord, DataError, history_available, load_clip
+from .data import ClipRecord, DataError, SkippedClip, history_available, load_clip
 from .degradations import DegradationSettings, degrade_depth, sample_plan, sample_rng
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class CachedClipDataset(Dataset):
         if not path.is_file():
             if self.skip_bad:
                 logger.warning("skipping clip %d (%s): not in the cache", index, record.describe())
-                return None
+                return SkippedClip(index, record.describe(), f"{path}: not in the latent cache")
             raise DataError(f"{path}: missing from the latent cache (clip {index}, {record.describe()}); "
                             "rebuild the cache or set data.skip_bad")
         with safe_open(str(path), framework="pt") as handle:  # latents keep their batch dimension (1, ...)

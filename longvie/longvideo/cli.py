@@ -359,8 +359,7 @@ def _run(argv: list[str] | None, session: _Session) -> int:
             problems += placeholder_problems(inputs.clips)
         if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
             problems.append(f"--redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}")
-        if shape_ok:
-            problems += check_output_dir(out, estimate_run_bytes(s, len(inputs.clips)))
+        problems += check_output_dir(out, estimate_run_bytes(s, len(inputs.clips)) if shape_ok else 0)
     else:
         problems += check_output_dir(out)
     if not any(p.startswith(f"--out {out}") for p in problems):

@@ -296,19 +296,23 @@ def base_transformer_config(base_dir) -> SimpleNamespace | None:
     return None
 
 
-def _shape_problems(source: str, found: dict, expected: dict, allow_missing: bool = False) -> list[str]:
+def _shape_problems(source: str, found: dict, expected: dict, file_names: dict,
+                    allow_missing: bool = False) -> list[str]:
+    """Missing, unknown and mis-shaped tensors (``file_names``: our name -> the name in the file)."""
     missing = sorted(set(expected) - set(found))
     unknown = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
     problems = []
     if missing and not allow_missing:
         problems.append(f"{source}: lacks {len(missing)} tensor(s) the base model's control branch needs, e.g. "
-                        f"{missing[0]}")
+                        f"{missing[0]} (in our names)")
     if unknown:
-        problems.append(f"{source}: holds {len(unknown)} tensor(s) with no place in the model, e.g. {unknown[0]}")
+        problems.append(f"{source}: holds {len(unknown)} tensor(s) with no place in the model, e.g. "
+                        f"{file_names.get(unknown[0], unknown[0])}")
     if wrong:
         k = wrong[0]
-        problems.append(f"{source}: {len(wrong)} tensor shape(s) differ from the base model's, e.g. {k} is "
+        problems.append(f"{source}: {len(wrong)} tensor shape(s) differ from the base model's, e.g. "
+                        f"{file_names.get(k, k)} is "
                         f"{tuple(found[k])}, expected {tuple(expected[k])} — the weights belong to another base "
                         "model (LongVie 2 needs Wan2.1-I2V-14B-480P)")
     return problems
@@ -337,7 +341,9 @@ def check_weight_headers(base_dir, longvie_dir) -> list[str]:
     problems = []
     control_path, dit_path = Path(longvie_dir) / CONTROL_FILENAME, Path(longvie_dir) / DIT_FILENAME
     try:
-        shapes = convert_control_state_dict(safetensors_shapes(control_path), source=str(control_path))
+        in_file = safetensors_shapes(control_path)
+        names = convert_control_state_dict({k: k for k in in_file}, source=str(control_path))
+        shapes = {ours: in_file[theirs] for ours, theirs in names.items()}
         depth = control_depth_from_keys(shapes)
         if depth > base.num_layers:
             problems.append(f"{control_path}: {depth} control blocks, more than the base DiT's {base.num_layers}")
@@ -345,12 +351,14 @@ def check_weight_headers(base_dir, longvie_dir) -> list[str]:
             with torch.device("meta"):
                 control = LongVieControlBranch(**LongVieControlBranch.config_for(base, num_layers=depth))
             expected = {k: tuple(v.shape) for k, v in control.state_dict().items()}
-            problems += _shape_problems(str(control_path), shapes, expected)
+            problems += _shape_problems(str(control_path), shapes, expected, names)
     except (WeightsError, CheckpointKeyError, ValueError) as err:
         problems.append(f"{control_path}: {err}" if str(control_path) not in str(err) else str(err))
     if dit_path.is_file():
         try:
-            shapes = convert_dit_state_dict(safetensors_shapes(dit_path), source=str(dit_path))
+            in_file = safetensors_shapes(dit_path)
+            names = convert_dit_state_dict({k: k for k in in_file}, source=str(dit_path))
+            shapes = {ours: in_file[theirs] for ours, theirs in names.items()}
             if base.raw is not None:
                 from diffusers import WanTransformer3DModel
 
@@ -358,7 +366,7 @@ def check_weight_headers(base_dir, longvie_dir) -> list[str]:
                 with torch.device("meta"):
                     transformer = WanTransformer3DModel.from_config(config)
                 expected = {k: tuple(v.shape) for k, v in transformer.state_dict().items()}
-                problems += _shape_problems(str(dit_path), shapes, expected, allow_missing=True)
+                problems += _shape_problems(str(dit_path), shapes, expected, names, allow_missing=True)
         except (WeightsError, CheckpointKeyError, ValueError) as err:
             problems.append(f"{dit_path}: {err}" if str(dit_path) not in str(err) else str(err))
     return problems

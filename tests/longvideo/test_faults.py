@@ -182,12 +182,12 @@ def test_manifest_never_holds_nan(tmp_path):
 
 def test_nonfinite_clip_is_not_written(env, tmp_path):
     """Absurd guidance overflows the tiny model's latents to inf/NaN: nothing of the clip is written."""
+    import torch
+
     from longvie.longvideo.sampler import LongVideoSampler, LongVideoSettings, NonFiniteOutputError
     from longvie.longvideo.validation import load_conditions
     from longvie.presets.tiny import write_tiny_checkpoints
     from longvie.sampling.pipeline import LongViePipeline
-
-    import torch
 
     pipe = LongViePipeline.from_pretrained(*write_tiny_checkpoints(env["cache"] / "tiny_checkpoints"),
                                            torch_dtype=torch.float32, device="cpu")

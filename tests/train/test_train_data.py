@@ -12,9 +12,9 @@ from longvie.train.data import (
     ClipDataset,
     ClipRecord,
     DataError,
-    SkippedClip,
     SampleStream,
     ShardedEpochSampler,
+    SkippedClip,
     load_clip,
     read_metadata,
 )

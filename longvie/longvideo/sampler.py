@@ -298,8 +298,11 @@ class LongVideoSampler:
 
     def _load_controls(self, clip: ClipCondition) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
-        dense, sparse = (fit_frames(read_video(path, max_frames=s.num_frames), s.height, s.width, s.resize)
-                         for path in (clip.depth, clip.track))
+        try:
+            dense, sparse = (fit_frames(read_video(path, max_frames=s.num_frames), s.height, s.width, s.resize)
+                             for path in (clip.depth, clip.track))
+        except ValueError as err:  # e.g. a stream that opened during validation but does not decode
+            raise InputValidationError([f"clip {clip.index}: {err}"]) from None
         for name, video in (("depth", dense), ("track", sparse)):
             if len(video) != s.num_frames:
                 raise ValueError(f"clip {clip.index} {name} video has {len(video)} frames, needs {s.num_frames}")

@@ -454,7 +454,9 @@ def to_frame_array(frames: Frames, name: str = "frames") -> np.ndarray:
     """Convert frames to one (T, H, W, 3) uint8 array.
 
     Accepted: a (T, H, W, 3|1|4) or grayscale (T, H, W) array (uint8/int in [0, 255] or float in
-    [0, 1]); a PIL image (one frame); a list/tuple of PIL images or (H, W, 3) / (H, W) arrays.
+    [0, 1]); a PIL image or an (H, W, 1|3|4) array (one frame; a 3-D array whose last axis is 1, 3
+    or 4 is read as one frame, any other as a grayscale video); a list/tuple of PIL images or
+    (H, W, 3) / (H, W) arrays.
     Anything else raises a ``ValueError`` that names ``name`` and the accepted forms.
     """
     if isinstance(frames, Image.Image):
@@ -462,8 +464,8 @@ def to_frame_array(frames: Frames, name: str = "frames") -> np.ndarray:
     if hasattr(frames, "detach") and hasattr(frames, "numpy"):  # a torch tensor
         frames = frames.detach().cpu().numpy()
     if isinstance(frames, np.ndarray):
-        if frames.ndim == 3 and frames.shape[-1] not in (1, 3, 4):
-            frames = frames[..., None]  # grayscale video (T, H, W)
+        if frames.ndim == 3:  # one (H, W, 1|3|4) frame, else a grayscale video (T, H, W)
+            frames = frames[None] if frames.shape[-1] in (1, 3, 4) else frames[..., None]
         if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or 0 in frames.shape:
             raise ValueError(f"{name}: an array of shape {frames.shape} is not a video; give {FRAME_FORMS}")
         if frames.dtype == object or frames.dtype.kind not in "uif":

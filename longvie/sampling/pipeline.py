@@ -16,7 +16,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 
-from ..media.video_io import FRAME_FORMS, fit_frames, to_frame_array
+from ..media.video_io import FRAME_FORMS, fit_frames, load_image, to_frame_array
 from ..models.denoiser import LongVieDenoiser
 from .conditioning import (
     clip_pixel_values,
@@ -93,7 +93,7 @@ def _as_image_batch(image) -> list[np.ndarray]:
     if isinstance(image, np.ndarray) and image.ndim == 4:
         return [to_frame_array(image, "image")[i] for i in range(len(image))]
     if _is_frame(image):
-        return [to_frame_array([image], "image")[0]]
+        return [np.asarray(load_image(image, "image"))]
     if isinstance(image, (str, bytes)) or not hasattr(image, "__iter__"):
         raise ValueError(f"image: got {type(image).__name__}; give a PIL image or an (H, W, 3) / (H, W) array "
                          "(a path: load it with longvie.media.video_io.load_image)")

@@ -151,7 +151,7 @@ class CachedClipDataset(Dataset):
 
 
 def main(argv=None) -> int:
-    from .__main__ import run_cli
+    from .command import run_cli
 
     return run_cli(_run, argv)
 

@@ -11,6 +11,10 @@
 # command resumes an interrupted run. Set PYTHON to choose the interpreter.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
+if [[ -z "$PYTHON" ]]; then
+    echo "sample_longvideo.sh: error: no python found; activate the virtual environment you ran \`pip install -e .\` in (see README, Set-up)" >&2
+    exit 2
+fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "$@"

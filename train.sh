@@ -12,7 +12,7 @@
 #
 # Environment: METADATA (default data/train/metadata.json), BASE_MODEL (default
 # models/Wan2.1-I2V-14B-480P-Diffusers), OUT (default outputs/train), STAGES (default "1 2 3"),
-# ACCELERATE_CONFIG ("none" = plain python), PRESET, MAX_STEPS. Every stage resumes by itself from
+# ACCELERATE_CONFIG ("none" = plain python), PRESET, MAX_STEPS, PYTHON. Every stage resumes by itself from
 # its latest checkpoint if it was interrupted (--resume).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,10 +22,22 @@ OUT=${OUT:-outputs/train}
 STAGES=${STAGES:-1 2 3}
 PRESET=${PRESET:-}
 
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || true)}
+fail() { echo "train.sh: error: $*" >&2; exit 2; }
+[[ -n "$PYTHON" ]] || fail "no python found; activate the virtual environment of \`pip install -e .\` (see README)"
+
 if [[ "$ACCELERATE_CONFIG" == "none" ]]; then
-    launch=(python -m longvie.train)
+    launch=("$PYTHON" -m longvie.train)
 else
-    launch=(accelerate launch --config_file "$ACCELERATE_CONFIG" -m longvie.train)
+    [[ -f "$ACCELERATE_CONFIG" ]] || fail "accelerate config $ACCELERATE_CONFIG not found; use one of \
+configs/accelerate/*.yaml, or ACCELERATE_CONFIG=none for a plain single-process run"
+    "$PYTHON" -c "import accelerate" 2>/dev/null || fail "accelerate is not installed in $PYTHON; \
+run \`pip install -e .\` in the project's virtual environment"
+    if grep -qiE "deepspeed" "$ACCELERATE_CONFIG" && ! "$PYTHON" -c "import deepspeed" 2>/dev/null; then
+        fail "$ACCELERATE_CONFIG uses DeepSpeed, which is not installed: \`pip install deepspeed\` (needs a CUDA \
+toolkit), or train on one GPU without it: ACCELERATE_CONFIG=configs/accelerate/single_gpu.yaml bash train.sh"
+    fi
+    launch=("$PYTHON" -m accelerate.commands.launch --config_file "$ACCELERATE_CONFIG" -m longvie.train)
 fi
 
 common=(--resume)
@@ -44,6 +56,17 @@ for stage in $STAGES; do
         init=(--init-from "$OUT/stage$((stage - 1))")
     fi
     echo "=== stage $stage -> $OUT/stage$stage"
-    "${launch[@]}" --stage "$stage" --output "$OUT/stage$stage" "${init[@]}" "${common[@]}" "$@"
+    rc=0
+    "${launch[@]}" --stage "$stage" --output "$OUT/stage$stage" "${init[@]}" "${common[@]}" "$@" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        if [[ $rc -eq 130 ]]; then
+            echo "train.sh: interrupted in stage $stage; run the same command to continue (it resumes)" >&2
+        else
+            echo "train.sh: stage $stage failed (exit code $rc; the message above says why). Fix the cause and run \
+the same command: finished stages are skipped by resuming, stage $stage resumes from its newest intact \
+checkpoint." >&2
+        fi
+        exit $rc
+    fi
 done
 echo "done: LongViePipeline.from_pretrained(BASE_MODEL, \"$OUT/stage3/final\") loads the trained weights"

@@ -4,7 +4,8 @@
         --image first.png --cond cond.json --out outputs/my_run
     python -m longvie.sample --preset tiny          # random tiny weights, synthetic example, CPU
 
-Every input is validated before any model is loaded. The run directory (``--out``) is resumable:
+Every input is validated before any model is loaded (:mod:`longvie.longvideo.preflight`), all
+problems reported at once. The run directory (``--out``) is resumable:
 re-running the same command continues after the last finished clip; ``--redo K`` regenerates clip
 K and everything after it (with ``--seed``/``--prompt``, a new seed/prompt for clip K). See
 :mod:`longvie.longvideo.sampler` and :mod:`longvie.longvideo.run_state`.
@@ -24,11 +25,23 @@ import shlex
 import sys
 from pathlib import Path
 
+from .. import LongVieError, log_unexpected_error
 from ..media.video_io import RESIZE_MODES
 from ..presets.config import config_path, load_config, merge
-from .run_state import RedoRequest, RunLockedError, RunMismatchError
-from .sampler import LongVideoSampler, LongVideoSettings
-from .validation import InputValidationError, validate_inputs
+from .preflight import (
+    DTYPES,
+    SEED_LIMIT,
+    check_config_file,
+    check_device,
+    check_output_dir,
+    check_redo,
+    check_sampling_settings,
+    check_weight_headers,
+    estimate_run_bytes,
+)
+from .run_state import RedoRequest, RunDir, RunLockedError, RunManifestError, RunMismatchError
+from .sampler import LongVideoSampler, LongVideoSettings, NonFiniteOutputError, placeholder_problems
+from .validation import InputValidationError, check_clip_settings, validate_inputs
 
 logger = logging.getLogger("longvie.sample")
 
@@ -46,32 +59,38 @@ def cache_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Defaults are written once, in the help texts (a setting left out keeps the config file's value).
     parser = argparse.ArgumentParser(
         prog="python -m longvie.sample",
-        description="LongVie 2 ultra-long video generation: clip by clip, resumable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="LongVie 2 ultra-long video generation: clip by clip, resumable. Settings left out keep "
+                    "the config file's value (the released model's defaults are shown in brackets).")
     parser.add_argument("--config", dest="config", default=DEFAULT_CONFIG,
-                        help="YAML config: a path or a name in configs/ (longvie2_i2v_14b, tiny)")
+                        help=f"YAML config: a path or a name in configs/ (longvie2_i2v_14b, tiny) [{DEFAULT_CONFIG}]")
     parser.add_argument("--preset", dest="config", help="same as --config NAME (the last one given wins)")
-    parser.add_argument("--image", type=Path, help="first frame (default: first.png next to cond.json)")
-    parser.add_argument("--cond", type=Path, help="condition list cond.json (default: the synthetic example)")
-    parser.add_argument("--out", type=Path, help="run directory (default: outputs/<preset>_<example>)")
-    parser.add_argument("--seed", type=int, help="run seed; with --redo K, a new seed for clip K")
+    parser.add_argument("--image", type=Path, help="first frame [first.png next to cond.json]")
+    parser.add_argument("--cond", type=Path, help="condition list cond.json [the synthetic example]")
+    parser.add_argument("--out", type=Path, help="run directory [outputs/<preset>_<example folder>]")
+    parser.add_argument("--seed", type=int, help="run seed, 0 <= seed < 2^64 [0]; with --redo K, a new seed for clip K")
     parser.add_argument("--prompt", help="with --redo K: a new prompt for clip K (kept for later re-runs)")
     parser.add_argument("--redo", type=int, metavar="K", help="regenerate clip K (0-based) and every clip after it")
-    parser.add_argument("--clips", type=int, help="generate only the first N clips of the condition list")
-    parser.add_argument("--steps", type=int, help="denoising steps (50)")
-    parser.add_argument("--cfg", type=float, help="classifier-free guidance scale (5.0)")
-    parser.add_argument("--shift", type=float, help="flow-matching shift (5.0)")
-    parser.add_argument("--height", type=int, help="frame height, multiple of 16 (352)")
-    parser.add_argument("--width", type=int, help="frame width, multiple of 16 (640)")
-    parser.add_argument("--num-frames", type=int, help="frames per clip, 4k+1 (81)")
+    parser.add_argument("--clips", type=int, help="generate only the first N clips of the condition list [all]")
+    parser.add_argument("--steps", type=int, help="denoising steps [50]")
+    parser.add_argument("--cfg", type=float, help="classifier-free guidance scale [5.0]")
+    parser.add_argument("--shift", type=float, help="flow-matching shift [5.0]")
+    parser.add_argument("--height", type=int, help="frame height, multiple of 16 [352]")
+    parser.add_argument("--width", type=int, help="frame width, multiple of 16 [640]")
+    parser.add_argument("--num-frames", type=int, help="frames per clip, 4k+1 [81]")
     parser.add_argument("--resize", choices=RESIZE_MODES,
-                        help="inputs of another size: auto = stretch within 10%% of the target aspect ratio, else crop "
-                             "(default); crop = resize short side + centre crop (upstream training); "
-                             "stretch = plain resize (upstream inference)")
-    parser.add_argument("--offload", choices=("none", "model", "group"), help="GPU memory mode")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available; cpu for tiny)")
+                        help="inputs of another size: auto = stretch within 10%% of the target aspect ratio, else crop; "
+                             "crop = resize short side + centre crop (upstream training); "
+                             "stretch = plain resize (upstream inference) [auto]")
+    parser.add_argument("--offload", choices=("none", "model", "group"),
+                        help="GPU memory mode: none, model (one 80 GB GPU) or group (24-48 GB GPUs, slower) "
+                             "[the config's offload]")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu [cuda when available; cpu for tiny]")
+    parser.add_argument("--allow-placeholder-prompts", action="store_true",
+                        help="sample clips whose prompt is empty or the placeholder utils/prepare_controls.py "
+                             "writes (refused otherwise)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -198,58 +217,172 @@ def _setup_console_logging() -> None:
     package_logger.setLevel(logging.INFO)
 
 
+class _Session:
+    """What the top-level handler needs to word its message: the run directory and the sampler."""
+
+    def __init__(self):
+        self.out: Path | None = None
+        self.sampler: LongVideoSampler | None = None
+
+    def finished_clips(self) -> int | None:
+        return None if self.sampler is None else self.sampler.finished_clips
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m longvie.sample``: known errors print their message (exit 2 for bad input, 1 for a
+    fault), Ctrl-C exits 130, anything else prints one line naming the log file with the traceback."""
+    session = _Session()
+    try:
+        return _run(argv, session)
+    except KeyboardInterrupt:
+        done = session.finished_clips()
+        if done:
+            print(f"\ninterrupted after clip {done - 1}; run the same command to continue", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first clip finished; run the same command to continue", file=sys.stderr)
+        return 130
+    except (InputValidationError, RunMismatchError, RunManifestError, RunLockedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteOutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except LongVieError as err:  # weights, checkpoint keys: what is wrong with which file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {_os_error_message(err, session)}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            return _unexpected(err, session)
+        print(f"error: {_out_of_memory_message(err, session)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one line here, the traceback in the log
+        return _unexpected(err, session)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err)
+
+
+def _continue_hint(session: _Session) -> str:
+    done = session.finished_clips()
+    return f"clips 0..{done - 1} are finished and kept; " if done else ""
+
+
+def _out_of_memory_message(err: BaseException, session: _Session) -> str:
+    return (f"out of memory ({str(err).splitlines()[0] if str(err) else type(err).__name__}). "
+            f"{_continue_hint(session)}re-run the same command with a lower-memory mode: --offload model "
+            "(one model on the GPU at a time; fits one 80 GB GPU) or --offload group (24-48 GB GPUs, slower), "
+            "or lower --height/--width/--num-frames")
+
+
+def _os_error_message(err: OSError, session: _Session) -> str:
+    import errno
+
+    where = err.filename or session.out or "the output folder"
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device while writing {where}. {_continue_hint(session)}free space (or "
+                "choose another --out) and run the same command to continue")
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where}: {err.strerror} (read-only file system or permissions) — choose a writable --out"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return f"{where}: {err.strerror} — a file stands where a folder is needed (or the reverse); choose another --out"
+    return f"{where}: {err.strerror or err}"
+
+
+def _unexpected(err: BaseException, session: _Session) -> int:
+    import datetime
+
+    candidates = []
+    if session.out is not None and session.out.is_dir():
+        candidates.append(RunDir(session.out).log_path)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidates.append(cache_dir() / "logs" / f"sample-{stamp}-{os.getpid()}.log")
+    log = log_unexpected_error(err, candidates)
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    if log is None:
+        import traceback
+
+        traceback.print_exception(type(err), err, err.__traceback__)
+    print(f"error: unexpected {type(err).__name__}: {first_line}"
+          + (f" (the traceback is in {log}; please report it)" if log else ""), file=sys.stderr)
+    return 1
+
+
+def _run(argv: list[str] | None, session: _Session) -> int:
     args = build_parser().parse_args(argv)
     _setup_console_logging()
     try:
-        config = resolve_config(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        config_file = config_path(args.config)
+    except FileNotFoundError as err:
+        raise InputValidationError([str(err)]) from None
+    problems = check_config_file(config_file)
+    if problems:
+        raise InputValidationError(problems)
+    config = resolve_config(args)
     s = config["sampling"]
     if args.prompt is not None and args.redo is None:
-        print("error: --prompt sets a new prompt for the clip given with --redo K; add --redo K", file=sys.stderr)
-        return 2
+        raise InputValidationError(["--prompt sets a new prompt for the clip given with --redo K; add --redo K"])
 
-    problems = check_model_dirs(config)
-    if problems and args.cond is None:  # no point rendering the default example without weights
-        print(f"error: {InputValidationError(problems)}", file=sys.stderr)
-        return 2
+    # Settings, device and weights: all known without any input file.
+    problems = check_sampling_settings(s) + check_clip_settings(s["num_frames"], s["height"], s["width"],
+                                                                s["history_frames"], s["resize"])
+    if args.redo is not None and args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        problems.append(f"--seed {args.seed}: must be an integer in [0, 2^64)")
+    if config.get("dtype") not in DTYPES:
+        problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
+    shape_ok = not problems
+    problems += check_device(args.device, config if shape_ok else None, s if shape_ok else None)
+    weights_problems = check_model_dirs(config)
+    if not weights_problems and not is_tiny(config):
+        weights_problems = check_weight_headers(_resolve_dir(config["base_model_dir"]),
+                                                _resolve_dir(config["longvie_dir"]))
+    problems += weights_problems
+    if problems and args.cond is None:  # no point rendering the default example
+        if args.out is not None:
+            problems += check_output_dir(args.out)
+        raise InputValidationError(problems)
+
     cond = args.cond or default_example(config, args.clips)
     image = args.image or cond.parent / "first.png"
     out = args.out or Path("outputs") / f"{config['preset']}_{cond.resolve().parent.name}"
-
     try:
         inputs = validate_inputs(image, cond, num_frames=s["num_frames"], height=s["height"], width=s["width"],
-                                 resize=s["resize"], num_clips=args.clips, history_frames=s["history_frames"])
+                                 resize=s["resize"], num_clips=args.clips, history_frames=s["history_frames"],
+                                 progress=not args.no_progress)
     except InputValidationError as err:
-        problems += err.problems
+        problems += [p for p in err.problems if p not in problems]
+        inputs = None
+    if inputs is not None:
+        if not args.allow_placeholder_prompts:
+            problems += placeholder_problems(inputs.clips)
+        if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
+            problems.append(f"--redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}")
+        problems += check_output_dir(out, estimate_run_bytes(s, len(inputs.clips)) if shape_ok else 0)
+    else:
+        problems += check_output_dir(out)
+    if not any(p.startswith(f"--out {out}") for p in problems):
+        problems += check_redo(out, args.redo)
     if problems:
-        print(f"error: {InputValidationError(problems)}", file=sys.stderr)
-        return 2
+        raise InputValidationError(problems)
 
+    session.out = out
     settings = LongVideoSettings(
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
         seed=s["seed"])
-    if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
-        print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
-        return 2
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
     sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device),
                                progress=not args.no_progress)
+    session.sampler = sampler
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
-    from ..weights.loading import WeightsError  # imports torch and diffusers: only once inputs are valid
-
-    try:
-        result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
-                         redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
-                         command=command, notes=inputs.notes)
-    except (RunMismatchError, RunLockedError, InputValidationError, WeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
+                     redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
+                     command=command, notes=inputs.notes, allow_placeholder_prompts=args.allow_placeholder_prompts)
     run_dir = result.run_dir.resolve()
     print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
           f"at {settings.fps} fps)")

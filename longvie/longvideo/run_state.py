@@ -5,7 +5,7 @@ Layout::
     run_dir/
       manifest.json                 resolved config, seed, input hashes, per-clip status and timings
       run.log                       log of every session on this run (appended)
-      run.lock                      held while a process works on the run (holds its pid)
+      run.lock                      exists while a process works on the run (flock; holds its pid)
       state/clip_000.safetensors    clip 0, lossless: "frames" uint8 (T, H, W, 3) + "noise" float32
       clips/clip_000.mp4            clip 0 as H.264, 16 fps
       video.mp4                     all clips stitched (81 + (n-1)*80 frames)
@@ -31,7 +31,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..media.atomic import atomic_write_bytes, atomic_write_json
+from .. import LongVieError
+from ..media.atomic import atomic_write_bytes
 from ..media.video_io import write_video
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "RedoRequest",
     "RunMismatchError",
     "RunLockedError",
+    "RunManifestError",
     "sha256_file",
     "now_iso",
 ]
@@ -54,7 +56,7 @@ __all__ = [
 MANIFEST_FORMAT = "longvie-run/1"
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(LongVieError, ValueError):
     """Inputs or settings of already finished clips differ from this command's; nothing was mixed."""
 
     def __init__(self, run_dir: Path, problems: list[str], first_changed: int | None):
@@ -70,8 +72,12 @@ class RunMismatchError(ValueError):
         super().__init__(f"run directory {run_dir} was made with different inputs:\n{lines}\nFix: {fix}.")
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(LongVieError, RuntimeError):
     """Another live process is working on the same run directory."""
+
+
+class RunManifestError(LongVieError, ValueError):
+    """A run directory's manifest.json is unreadable, damaged, or belongs to something else."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +116,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunDir:
     """Paths and file operations of one run directory (see the module docstring for the layout)."""
 
@@ -154,22 +150,36 @@ class RunDir:
 
     # -- manifest
     def load_manifest(self) -> dict | None:
-        """The manifest, or None for a new run. A manifest of another format is an error."""
-        if not self.manifest_path.is_file():
+        """The manifest, or None for a new run.
+
+        Raises:
+            RunManifestError: the manifest is unreadable, not JSON, or not a LongVie run manifest.
+        """
+        path = self.manifest_path
+        if not path.exists():
             return None
+        recover = (f"the finished clips' files are kept in {self.root / 'state'}; to start this run over, move "
+                   f"{path.name} aside (e.g. `mv {path} {path}.bad`) and run the same command, or choose a new --out")
         try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{self.manifest_path} is not valid JSON ({err}); it is only ever replaced "
-                             "atomically, so it was edited by hand — fix it or choose a new --out") from err
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except IsADirectoryError:
+            raise RunManifestError(f"{path} is a directory, not a run manifest — remove it or choose a new "
+                                   "--out") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunManifestError(f"{path} is not valid JSON ({err}); it is only ever replaced atomically, so "
+                                   f"it was damaged or edited by hand — {recover}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"{self.manifest_path} is not a LongVie run manifest ({MANIFEST_FORMAT}) — "
-                             "choose a new --out directory")
+            raise RunManifestError(f"{path} is not a LongVie run manifest (format {MANIFEST_FORMAT}); {self.root} "
+                                   "belongs to something else — choose a new --out directory")
+        if not isinstance(manifest.get("clips"), list) or not isinstance(manifest.get("settings"), dict):
+            raise RunManifestError(f"{path} lacks its 'clips' list or 'settings' — {recover}")
         return manifest
 
     def save_manifest(self, manifest: dict) -> None:
+        """Write the manifest atomically; a non-finite number (NaN) is refused, so the file stays JSON."""
         manifest["updated_at"] = now_iso()
-        atomic_write_json(self.manifest_path, manifest)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        atomic_write_bytes(self.manifest_path, text.encode("utf-8"))
 
     # -- clip files
     def save_clip_state(self, index: int, frames: np.ndarray, noise, metadata: dict | None = None) -> str:
@@ -204,33 +214,56 @@ class RunDir:
     # -- lock
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold ``run.lock`` for the duration; a lock left by a dead process is taken over."""
+        """Hold ``run.lock`` exclusively for the duration of the block.
+
+        The lock is an OS lock (``fcntl.flock``) on the open file, so it is held exactly as long as
+        this process lives: a process killed with ``kill -9`` releases it, and its successor takes
+        it over without guessing from pids. The file holds the holder's pid for the error message
+        only. It is removed on release while still locked, and a process that locked a file that
+        was meanwhile removed (its inode no longer at ``run.lock``) starts over, so two processes
+        never both hold it and no process removes a lock it does not hold.
+
+        Raises:
+            RunLockedError: another live process holds the lock.
+        """
+        import fcntl
+
         self.root.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    owner = int(self.lock_path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    owner = 0
-                if owner and owner != os.getpid() and _pid_alive(owner):
-                    raise RunLockedError(
-                        f"{self.root} is in use by process {owner}; wait for it to finish or stop it. If no "
-                        f"such process runs (e.g. another machine), delete {self.lock_path}") from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.lock_path.unlink()  # stale: its process was killed
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            break
-        else:
-            raise RunLockedError(f"could not take {self.lock_path}; delete it if no process uses {self.root}")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_pid(fd)
+                os.close(fd)
+                who = f"process {owner}" if owner else "another process"
+                raise RunLockedError(f"{self.root} is in use by {who} (it holds {self.lock_path}); wait for it to "
+                                     "finish or stop it") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same_file = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                break
+            os.close(fd)  # locked a file that its holder removed on release: take the current one
         try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
-                self.lock_path.unlink()
+                os.unlink(self.lock_path)  # still locked by us: nobody else can hold this file
+            os.close(fd)  # releases the flock
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or "0")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ Runs are resumable: see :mod:`longvie.longvideo.run_state` for the run directory
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import platform
 import time
@@ -30,6 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .. import LongVieError
+from ..controls.captioning import PLACEHOLDER_PREFIX, is_placeholder_prompt
 from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
 from .run_state import (
     ClipState,
@@ -41,10 +44,32 @@ from .run_state import (
     plan_resume,
     sha256_file,
 )
-from .validation import ClipCondition
+from .validation import ClipCondition, InputValidationError
 
-__all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "stitched_length", "stitch_clips",
-           "load_run_frames"]
+__all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "NonFiniteOutputError", "stitched_length",
+           "stitch_clips", "load_run_frames", "is_placeholder_prompt", "placeholder_problems",
+           "PLACEHOLDER_MARKER"]
+
+# utils/prepare_controls.py writes "PLACEHOLDER for clip {i}: replace this text ..." (and "placeholder": true)
+# into cond.json when no caption model is given; such a prompt must be replaced before sampling.
+PLACEHOLDER_MARKER = PLACEHOLDER_PREFIX
+
+
+def placeholder_problems(clips: Sequence[ClipCondition]) -> list[str]:
+    """One problem per clip whose prompt is empty or still a prepare_controls placeholder."""
+    bad = [clip.index for clip in clips
+           if getattr(clip, "placeholder", False) or not str(clip.text).strip() or is_placeholder_prompt(clip.text)]
+    if not bad:
+        return []
+    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    return [f"{len(bad)} clip(s) ({shown}) have an empty or placeholder prompt (text starting with "
+            f"{PLACEHOLDER_MARKER!r}, as utils/prepare_controls.py writes without --caption-model) — write a "
+            "description of each clip into its \"text\" in cond.json, or pass --allow-placeholder-prompts to "
+            "sample with them anyway"]
+
+
+class NonFiniteOutputError(LongVieError, FloatingPointError):
+    """The model produced NaN or infinite values for a clip; nothing of that clip was written."""
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +188,7 @@ class LongVideoSampler:
         self._pipe = pipe
         self._load_pipe = load_pipe
         self.progress = progress
+        self.finished_clips: int | None = None  # clips 0..n-1 finished in the run being worked on
 
     @property
     def pipe(self):
@@ -186,6 +212,7 @@ class LongVideoSampler:
         on_clip_done: Callable[[int], None] | None = None,
         notes: Sequence[str] = (),
         on_step: Callable[[int, int, int], None] | None = None,
+        allow_placeholder_prompts: bool = False,
     ) -> LongVideoResult:
         """Generate (or continue) the run in ``run_dir``.
 
@@ -204,10 +231,14 @@ class LongVideoSampler:
             on_step: called as ``on_step(clip, step, steps)`` after each denoising step (step counts
                 from 1). An exception raised by it stops the run after that step; the clip in
                 progress is not committed, so the run resumes from it (the app's cancel button).
+            allow_placeholder_prompts: sample clips whose prompt is empty or a prepare_controls
+                placeholder (refused by default).
 
         Raises:
             RunMismatchError: inputs or settings of finished clips changed.
             RunLockedError: another live process works on ``run_dir``.
+            InputValidationError: placeholder prompts (unless allowed).
+            NonFiniteOutputError: a clip came out NaN/Inf (it is not written; earlier clips are kept).
         """
         started = time.perf_counter()
         run = RunDir(run_dir)
@@ -215,11 +246,14 @@ class LongVideoSampler:
             raise ValueError("no clips to generate: the condition list is empty")
         if redo is not None and not 0 <= redo.clip < len(clips):
             raise ValueError(f"--redo {redo.clip}: the run has clips 0..{len(clips) - 1}")
+        if not allow_placeholder_prompts and placeholder_problems(clips):
+            raise InputValidationError(placeholder_problems(clips))
         with run.lock(), _log_to_file(run.log_path):
             logger.info("=== session started: %s (%d clips) ===", run.root, len(clips))
             for note in notes:
                 logger.info("input: %s", note)
             manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command)
+            self.finished_clips = first_pending
             generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done, on_step)
             video_path, num_frames = self._stitch(run, manifest, len(clips))
             seconds = time.perf_counter() - started
@@ -266,8 +300,11 @@ class LongVideoSampler:
 
     def _load_controls(self, clip: ClipCondition) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
-        dense, sparse = (fit_frames(read_video(path, max_frames=s.num_frames), s.height, s.width, s.resize)
-                         for path in (clip.depth, clip.track))
+        try:
+            dense, sparse = (fit_frames(read_video(path, max_frames=s.num_frames), s.height, s.width, s.resize)
+                             for path in (clip.depth, clip.track))
+        except ValueError as err:  # e.g. a stream that opened during validation but does not decode
+            raise InputValidationError([f"clip {clip.index}: {err}"]) from None
         for name, video in (("depth", dense), ("track", sparse)):
             if len(video) != s.num_frames:
                 raise ValueError(f"clip {clip.index} {name} video has {len(video)} frames, needs {s.num_frames}")
@@ -287,6 +324,17 @@ class LongVideoSampler:
             record = manifest["clips"][start - 1]
             previous = run.load_clip_state(start - 1, record["state_sha256"])
         extra = {} if s.negative_prompt is None else {"negative_prompt": s.negative_prompt}
+        final_latents_finite: list = []
+        if "callback_on_step_end" in inspect.signature(self.pipe).parameters:
+            def check_final_latents(pipe, step, timestep, tensors):
+                # Only after the last step: one host sync per clip, none inside the denoising loop.
+                if step == s.steps - 1:
+                    import torch
+
+                    final_latents_finite.append(bool(torch.isfinite(tensors["latents"]).all()))
+                return None
+
+            extra["callback_on_step_end"] = check_final_latents
 
         clip_bar = tqdm(total=len(clips), initial=start, desc="clips", unit="clip", disable=not self.progress,
                         dynamic_ncols=True)
@@ -303,14 +351,24 @@ class LongVideoSampler:
                     noise = previous.noise
                 if inputs["noise_seed"] is not None:  # clip 0, or a clip re-seeded by --redo
                     noise = None
-                step_hook = {} if on_step is None else {
-                    "callback_on_step_end": lambda _pipe, step, _t, _kw, clip=index: on_step(clip, step + 1, s.steps)}
+                step_hook = {}
+                if on_step is not None:
+                    check = extra.get("callback_on_step_end")
+
+                    def after_step(pipe, step, timestep, tensors, clip=index, check=check):
+                        if check is not None:
+                            check(pipe, step, timestep, tensors)
+                        on_step(clip, step + 1, s.steps)
+
+                    step_hook = {"callback_on_step_end": after_step}
                 frames, clip_noise = self.pipe(
                     first_image, inputs["text"], dense, sparse, history=history, noise=noise,
                     num_frames=s.num_frames, height=s.height, width=s.width, num_inference_steps=s.steps,
                     guidance_scale=s.cfg, shift=s.shift,
                     seed=inputs["noise_seed"] if inputs["noise_seed"] is not None else manifest["seed"],
-                    progress=self.progress, **extra, **step_hook)
+                    progress=self.progress, **{**extra, **step_hook})
+                self._check_finite(index, final_latents_finite, clip_noise)
+                final_latents_finite.clear()
                 frames = to_frame_array(frames)
                 if frames.shape != (s.num_frames, s.height, s.width, 3):
                     raise RuntimeError(f"the pipeline returned frames of shape {frames.shape}, expected "
@@ -328,12 +386,28 @@ class LongVideoSampler:
                 logger.info("clip %d/%d done in %.1f s -> %s", index + 1, len(clips), seconds,
                             run.clip_video_path(index))
                 previous = ClipState(frames=frames, noise=clip_noise)
+                self.finished_clips = index + 1
                 clip_bar.update(1)
                 if on_clip_done is not None:
                     on_clip_done(index)
         finally:
             clip_bar.close()
         return generated
+
+    def _check_finite(self, index: int, final_latents_finite: list, clip_noise) -> None:
+        """Refuse a clip whose final latents (or noise) hold NaN/Inf: decoding them gives garbage frames."""
+        import torch
+
+        bad = [] if all(final_latents_finite) else ["its final latents"]
+        if clip_noise is not None and not bool(torch.isfinite(clip_noise).all()):
+            bad.append("its initial noise")
+        if bad:
+            s = self.settings
+            raise NonFiniteOutputError(
+                f"clip {index}: {' and '.join(bad)} contain NaN or infinite values, so clip {index} was not "
+                f"written (clips before it are kept). Likely causes: extreme settings (cfg {s.cfg}, shift "
+                f"{s.shift}, {s.steps} steps; the release uses 5.0, 5.0, 50), a dtype the weights overflow in "
+                f"({s.dtype}), or damaged weights (check them with `python download_wan2.1.py --check-only --deep`)")
 
     def _stitch(self, run: RunDir, manifest: dict, num_clips: int) -> tuple[Path, int]:
         """(Re)write video.mp4 unless it already holds exactly these clips; repair missing clip mp4s."""

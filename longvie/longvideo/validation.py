@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .. import LongVieError
 from ..controls.captioning import is_placeholder_prompt
-from ..media.video_io import RESIZE_MODES, count_frames, load_image, read_video, resolve_resize_mode
+from ..media.video_io import RESIZE_MODES, count_frames, load_image, probe_video, read_video, resolve_resize_mode
 
 __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_conditions", "validate_inputs",
            "check_clip_settings", "resolve_condition_path", "PATH_RULES"]
@@ -35,8 +36,10 @@ CONDITION_KEYS = ("text", "depth", "track")
 PATH_RULES = ("absolute", "relative to cond.json", "relative to the working directory",
               "file name in cond.json's folder")
 
+PROGRESS_MIN_CLIPS = 20  # condition lists at least this long show a progress bar while validated
 
-class InputValidationError(ValueError):
+
+class InputValidationError(LongVieError, ValueError):
     """One or more inputs are unusable. ``problems`` lists them; the message shows them all."""
 
     def __init__(self, problems: Sequence[str]):
@@ -171,15 +174,14 @@ def _check_control_video(path: Path, kind: str, clip: int, num_frames: int | Non
                         "in cond.json (relative to the JSON file) or create the video")
         return None
     try:
-        frames = count_frames(path)
-        first = read_video(path, max_frames=1)[0]  # proves the stream decodes, gives the size
+        frames, width, height = probe_video(path)  # container header where it has them: ms per video
     except ValueError as err:
         problems.append(f"{where}: {err}")
         return None
     if num_frames is not None and frames < num_frames:
         problems.append(f"{where}: has {frames} frames, needs at least num_frames={num_frames} — use a control "
                         f"video of {num_frames} frames per clip (clip i = frames 80i..80i+80 of the full video)")
-    return first.shape[1], first.shape[0], frames
+    return width, height, frames
 
 
 def _resize_note(what: str, sizes: dict, height: int, width: int, resize: str) -> str | None:
@@ -211,6 +213,7 @@ def validate_inputs(
     resize: str = "auto",
     num_clips: int | None = None,
     history_frames: int = 8,
+    progress: bool = True,
 ) -> ValidatedInputs:
     """Check every input of a long-video run and raise one error listing every problem.
 
@@ -220,6 +223,7 @@ def validate_inputs(
         num_frames, height, width: the clip shape the videos are brought to.
         resize: "auto", "crop" or "stretch" (how sizes that differ are handled; reported in the notes).
         num_clips: use only the first ``num_clips`` clips of the list (all when None).
+        progress: show a progress bar while checking the control videos of long lists.
 
     Raises:
         InputValidationError: with every problem found (settings, cond.json, image, videos).
@@ -250,7 +254,11 @@ def validate_inputs(
 
     video_sizes: dict[tuple[int, int], int] = {}
     longer = []  # (path, frames) of control videos with more than num_frames frames
-    for clip in clips:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(clips, desc="checking control videos", unit="clip", leave=False, dynamic_ncols=True,
+               disable=not progress or len(clips) < PROGRESS_MIN_CLIPS)
+    for clip in bar:
         for kind, path in (("depth", clip.depth), ("track", clip.track)):
             info = _check_control_video(path, kind, clip.index, num_frames if frames_ok else None, problems,
                                         clip.tried.get(kind, ()))

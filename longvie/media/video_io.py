@@ -35,6 +35,7 @@ from .atomic import atomic_path
 __all__ = [
     "read_video",
     "count_frames",
+    "probe_video",
     "write_video",
     "load_image",
     "resize_center_crop",
@@ -149,14 +150,51 @@ def read_video(
     )
 
 
-def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames of a video (container index when available, else a full decode).
+def _header_probe(path: Path) -> tuple[int, int, int] | None:
+    """(frames, width, height) from the container header (PyAV, no decoding), or None where the
+    container does not record a frame count (e.g. some MKV/WebM files)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            frames, width, height = int(stream.frames or 0), stream.codec_context.width, stream.codec_context.height
+    except Exception:  # noqa: BLE001 - any failure: fall back to the decoding readers
+        return None
+    return (frames, width, height) if frames > 0 and width > 0 and height > 0 else None
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(frames, width, height)`` of a video, from the container header where it records them
+    (milliseconds), else by decoding (:func:`count_frames` and the first frame).
 
     Raises:
         ValueError: the file is missing or unreadable (message names the file and the fix).
     """
     path = Path(path)
     _check_exists(path, "video")
+    probed = _header_probe(path)
+    if probed is not None:
+        return probed
+    frames = count_frames(path)
+    first = read_video(path, max_frames=1)[0]
+    return frames, first.shape[1], first.shape[0]
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of frames of a video (container header when it records it, else the decoder's index,
+    else a full decode).
+
+    Raises:
+        ValueError: the file is missing or unreadable (message names the file and the fix).
+    """
+    path = Path(path)
+    _check_exists(path, "video")
+    probed = _header_probe(path)
+    if probed is not None:
+        return probed[0]
     errors = []
     try:
         import decord
@@ -185,18 +223,28 @@ def count_frames(path: str | os.PathLike) -> int:
     )
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path, name: str = "image") -> Image.Image:
     """Load an image as an RGB PIL image.
 
+    ``path`` is an image file, or an image already in memory: a PIL image (any mode; 16-bit and
+    float grayscale are scaled to 8 bits) or an (H, W), (H, W, 1|3|4) array (uint8 in [0, 255] or
+    float in [0, 1]).
+
     Raises:
-        ValueError: the file is missing or not a decodable image (message names the file and the fix).
+        ValueError: the file is missing or not a decodable image, or the object is not an image
+            (message names ``name``, the file and the fix).
     """
+    if isinstance(path, Image.Image) or isinstance(path, np.ndarray) or hasattr(path, "__array__"):
+        return Image.fromarray(_frame_to_uint8(path, name))
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{name}: got {type(path).__name__}; give an image file path, a PIL image or an "
+                         "(H, W, 3) / (H, W) array (uint8, or float in [0, 1])")
     path = Path(path)
     _check_exists(path, "image")
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return _pil_to_rgb(image)
     except Exception as err:
         raise ValueError(
             f"cannot read image {path} ({err}) — provide a PNG or JPEG file, e.g. re-save it with an "
@@ -423,12 +471,89 @@ def fit_frames(frames: Frames, height: int, width: int, mode: ResizeMode = DEFAU
     return resize_stretch(frames, height, width)
 
 
-def to_frame_array(frames: Frames) -> np.ndarray:
-    """Convert a list of PIL images / arrays (or an array) to one (T, H, W, 3) uint8 array."""
-    if isinstance(frames, np.ndarray):
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
-        return frames
+FRAME_FORMS = ("a (T, H, W, 3) or grayscale (T, H, W) array, uint8 in [0, 255] or float in [0, 1]; a PIL "
+               "image; or a list of PIL images / (H, W, 3) / (H, W) arrays")
+
+
+def _frame_to_uint8(frame, name: str) -> np.ndarray:
+    """One frame (PIL image, (H, W), (H, W, 1|3|4) array; uint8/int or float in [0, 1]) -> (H, W, 3) uint8."""
+    if isinstance(frame, Image.Image):
+        return np.asarray(_pil_to_rgb(frame))
+    try:
+        array = np.asarray(frame)
+    except Exception:  # noqa: BLE001 - anything numpy cannot take is the caller's type error
+        array = None
+    if array is None or array.dtype == object or array.dtype.kind not in "uif":
+        raise ValueError(f"{name}: cannot use {type(frame).__name__} as a frame; give {FRAME_FORMS}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+        raise ValueError(f"{name}: a frame of shape {array.shape} is not an image; give {FRAME_FORMS}")
+    array = array[..., :3] if array.shape[-1] == 4 else array  # RGBA: alpha dropped
+    array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
+    return _values_to_uint8(array, name)
+
+
+def _values_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name}: float frames hold NaN or infinite values; give values in [0, 1]")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{name}: float frames must lie in [0, 1], got values in [{low:g}, {high:g}] (for "
+                             "0-255 values pass a uint8 array; for [-1, 1] values pass (x + 1) / 2)")
+        return np.ascontiguousarray(np.rint(array * 255.0).astype(np.uint8))
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"{name}: integer frames must lie in [0, 255], got values in [{low}, {high}]")
+    return np.ascontiguousarray(array.astype(np.uint8))
+
+
+def _pil_to_rgb(image: Image.Image) -> Image.Image:
+    """RGB version of any PIL image; 16/32-bit integer and float grayscale are scaled to 8 bits
+    (by 255 when the values fit 8 bits, else by 65535; float images in [0, 1] by 1), not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image).astype(np.float64)
+        peak = float(values.max()) if values.size else 0.0
+        scale = 1.0 if image.mode == "F" and peak <= 1 else (255.0 if peak <= 255 else 65535.0)
+        return Image.fromarray(np.rint(np.clip(values / scale, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def to_frame_array(frames: Frames, name: str = "frames") -> np.ndarray:
+    """Convert frames to one (T, H, W, 3) uint8 array.
+
+    Accepted: a (T, H, W, 3|1|4) or grayscale (T, H, W) array (uint8/int in [0, 255] or float in
+    [0, 1]); a PIL image or an (H, W, 1|3|4) array (one frame; a 3-D array whose last axis is 1, 3
+    or 4 is read as one frame, any other as a grayscale video); a list/tuple of PIL images or
+    (H, W, 3) / (H, W) arrays.
+    Anything else raises a ``ValueError`` that names ``name`` and the accepted forms.
+    """
     if isinstance(frames, Image.Image):
-        return np.asarray(frames.convert("RGB"))[None]
-    return np.stack([_as_uint8_frame(f) for f in frames])
+        return _frame_to_uint8(frames, name)[None]
+    if hasattr(frames, "detach") and hasattr(frames, "numpy"):  # a torch tensor
+        frames = frames.detach().cpu().numpy()
+    if isinstance(frames, np.ndarray):
+        if frames.ndim == 3:  # one (H, W, 1|3|4) frame, else a grayscale video (T, H, W)
+            frames = frames[None] if frames.shape[-1] in (1, 3, 4) else frames[..., None]
+        if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or 0 in frames.shape:
+            raise ValueError(f"{name}: an array of shape {frames.shape} is not a video; give {FRAME_FORMS}")
+        if frames.dtype == object or frames.dtype.kind not in "uif":
+            raise ValueError(f"{name}: an array of dtype {frames.dtype} is not a video; give {FRAME_FORMS}")
+        frames = frames[..., :3] if frames.shape[-1] == 4 else frames
+        frames = np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+        return _values_to_uint8(frames, name)
+    if isinstance(frames, (str, bytes, os.PathLike)) or not hasattr(frames, "__iter__"):
+        raise ValueError(f"{name}: got {type(frames).__name__}; give {FRAME_FORMS}")
+    converted = [_frame_to_uint8(frame, f"{name}[{i}]") for i, frame in enumerate(frames)]
+    if not converted:
+        raise ValueError(f"{name} is empty: it needs at least one frame ({FRAME_FORMS})")
+    shapes = {f.shape for f in converted}
+    if len(shapes) > 1:
+        first = converted[0].shape
+        odd = next(i for i, f in enumerate(converted) if f.shape != first)
+        raise ValueError(f"{name}: frames differ in size ({name}[0] is {first[1]}x{first[0]}, {name}[{odd}] is "
+                         f"{converted[odd].shape[1]}x{converted[odd].shape[0]}); give frames of one size")
+    return np.stack(converted)

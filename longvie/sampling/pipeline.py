@@ -16,7 +16,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 
-from ..media.video_io import fit_frames
+from ..media.video_io import FRAME_FORMS, fit_frames, load_image, to_frame_array
 from ..models.denoiser import LongVieDenoiser
 from .conditioning import (
     clip_pixel_values,
@@ -51,42 +51,77 @@ class ClipOutput(NamedTuple):
 
 
 def _is_frame(x) -> bool:
-    return isinstance(x, PIL.Image.Image) or (isinstance(x, np.ndarray) and x.ndim == 3)
+    """One image: a PIL image, or an (H, W) / (H, W, C) array (C = 1, 3 or 4)."""
+    if isinstance(x, PIL.Image.Image):
+        return True
+    return isinstance(x, np.ndarray) and (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4)))
 
 
-def _as_video_batch(video, name: str) -> list:
-    """A video (array (T,H,W,3) or list of frames) or a batch of them -> list of videos."""
+def _as_video_batch(video, name: str) -> list[np.ndarray]:
+    """A video or a batch of them -> list of uint8 (T, H, W, 3) arrays.
+
+    A video is a (T, H, W, 3) or grayscale (T, H, W) array (uint8, or float in [0, 1]) or a list of
+    frames (PIL images / (H, W, 3) / (H, W) arrays); a batch is a (B, T, H, W, 3) array or a list
+    of videos. Anything else raises a ValueError naming ``name`` and the accepted forms.
+    """
     if video is None:
-        raise ValueError(f"{name} is required: a uint8 video (T, H, W, 3) or a list of PIL frames")
+        raise ValueError(f"{name} is required: {FRAME_FORMS}")
     if isinstance(video, torch.Tensor):
-        video = video.cpu().numpy()
+        video = video.detach().cpu().numpy()
     if isinstance(video, np.ndarray):
-        if video.ndim == 4:
-            return [video]
         if video.ndim == 5:
-            return list(video)
-        raise ValueError(f"{name} must be (T, H, W, 3) or (B, T, H, W, 3), got shape {video.shape}")
+            return [to_frame_array(v, f"{name}[{i}]") for i, v in enumerate(video)]
+        return [to_frame_array(video, name)]
+    if isinstance(video, (str, bytes)) or not hasattr(video, "__iter__"):
+        raise ValueError(f"{name}: got {type(video).__name__}; give {FRAME_FORMS}")
     video = list(video)
     if not video:
-        raise ValueError(f"{name} is empty: it needs at least 1 frame")
-    return [video] if _is_frame(video[0]) else [list(v) for v in video]
+        raise ValueError(f"{name} is empty: it needs at least 1 frame ({FRAME_FORMS})")
+    if _is_frame(video[0]):
+        return [to_frame_array(video, name)]
+    return [to_frame_array(v, f"{name}[{i}]") for i, v in enumerate(video)]
 
 
-def _as_image_batch(image) -> list:
+def _as_image_batch(image) -> list[np.ndarray]:
+    """The first frame(s) -> list of uint8 (H, W, 3) arrays (PIL images or (H, W[, C]) arrays,
+    uint8 or float in [0, 1]; a (B, H, W, 3) array or a list of images for a batch)."""
     if image is None:
-        raise ValueError("image is required: the clip's first frame (PIL image or uint8 (H, W, 3) array)")
+        raise ValueError("image is required: the clip's first frame (PIL image, or (H, W, 3) / (H, W) array: "
+                         "uint8, or float in [0, 1])")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray) and image.ndim == 4:
-        return list(image)
+        return [to_frame_array(image, "image")[i] for i in range(len(image))]
     if _is_frame(image):
-        return [image]
-    return list(image)
+        return [np.asarray(load_image(image, "image"))]
+    if isinstance(image, (str, bytes)) or not hasattr(image, "__iter__"):
+        raise ValueError(f"image: got {type(image).__name__}; give a PIL image or an (H, W, 3) / (H, W) array "
+                         "(a path: load it with longvie.media.video_io.load_image)")
+    images = list(image)
+    if not images:
+        raise ValueError("image is empty: give one first frame (or a list of them for a batch)")
+    return [to_frame_array([im], f"image[{i}]")[0] for i, im in enumerate(images)]
+
+
+def check_sampling_arguments(num_inference_steps, guidance_scale, shift, seed, generator) -> None:
+    """Finite guidance/shift and a seed torch can use (an integer in [0, 2^64))."""
+    import math
+
+    for name, value in (("guidance_scale", guidance_scale), ("shift", shift)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if shift <= 0:
+        raise ValueError(f"shift must be positive (5.0 for the released model), got {shift}")
+    if generator is None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                              or not 0 <= int(seed) < 2**64):
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
 
 
 def _as_prompt_batch(prompt, name: str) -> list[str]:
     if isinstance(prompt, str):
         return [prompt]
-    if prompt is None or not all(isinstance(p, str) for p in prompt):
-        raise ValueError(f"{name} must be a string or a list of strings")
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(isinstance(p, str) for p in prompt):
+        raise ValueError(f"{name} must be a string or a non-empty list of strings, got {type(prompt).__name__}")
     return list(prompt)
 
 
@@ -222,6 +257,7 @@ class LongViePipeline(DiffusionPipeline):
             ``ClipOutput(frames, noise)``.
         """
         validate_clip_settings(num_frames, height, width, num_inference_steps)
+        check_sampling_arguments(num_inference_steps, guidance_scale, shift, seed, generator)
         images = _as_image_batch(image)
         prompts = _as_prompt_batch(prompt, "prompt")
         dense_videos = _as_video_batch(dense_video, "dense_video")
@@ -264,7 +300,7 @@ class LongViePipeline(DiffusionPipeline):
         history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
 
         if noise is None:
-            generator = generator or torch.Generator("cpu").manual_seed(seed)
+            generator = generator or torch.Generator("cpu").manual_seed(int(seed))
             noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32, device="cpu")
         latents = noise.to(device=device, dtype=torch.float32).clone()
         if history_latents is not None:

@@ -7,7 +7,7 @@ Modules: ``config`` (stage YAML + overrides), ``data`` (metadata, clips, sample 
 ``degradations`` (seeded transforms), ``inputs`` (sample -> denoiser inputs), ``losses``,
 ``trainer`` (the loop), ``checkpointing``, ``metrics`` (CSV/TensorBoard), ``cache`` (latent cache),
 ``metadata`` (metadata from prepare_controls outputs), ``presets`` (tiny), ``runtime`` (accelerator
-and frozen encoders).
+and frozen encoders), ``command`` (the command lines' one error handler).
 
 May import: ``models``, ``weights``, ``sampling``, ``media``, ``controls``, ``presets``, ``examples``.
 """

@@ -13,15 +13,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .command import run_cli
 from .config import add_config_arguments, config_from_args
 
 
 def main(argv=None) -> int:
+    return run_cli(_run, argv)
+
+
+def _run(argv, output: dict) -> int:
     parser = argparse.ArgumentParser(prog="python -m longvie.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_config_arguments(parser)
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="continue from the output folder's latest checkpoint (none: start fresh), "
+                        help="continue from the output folder's newest intact checkpoint (none: start fresh), "
                              "or from the given checkpoint folder")
     parser.add_argument("--build-cache", action="store_true",
                         help="encode the data into --cache-dir first, then train from the cache")
@@ -32,16 +37,10 @@ def main(argv=None) -> int:
         config = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    from ..weights.checkpoint_keys import CheckpointKeyError
-    from ..weights.loading import WeightsError
-    from .data import DataError
+    output["dir"] = config["train"]["output_dir"]
     from .trainer import train
 
-    try:
-        result = train(config, resume=args.resume, build_cache=args.build_cache)
-    except (DataError, WeightsError, CheckpointKeyError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)  # a problem with the inputs: the message says what to fix
-        return 2
+    result = train(config, resume=args.resume, build_cache=args.build_cache)
     print(f"done: {result.step} steps; weights in {result.final_dir}")
     return 0
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from ..media.atomic import atomic_save_tensors, atomic_write_json
 from ..media.video_io import fit_frames
-from .data import ClipRecord, DataError, history_available, load_clip
+from .data import ClipRecord, DataError, SkippedClip, history_available, load_clip
 from .degradations import DegradationSettings, degrade_depth, sample_plan, sample_rng
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class CachedClipDataset(Dataset):
         if not path.is_file():
             if self.skip_bad:
                 logger.warning("skipping clip %d (%s): not in the cache", index, record.describe())
-                return None
+                return SkippedClip(index, record.describe(), f"{path}: not in the latent cache")
             raise DataError(f"{path}: missing from the latent cache (clip {index}, {record.describe()}); "
                             "rebuild the cache or set data.skip_bad")
         with safe_open(str(path), framework="pt") as handle:  # latents keep their batch dimension (1, ...)
@@ -151,6 +151,12 @@ class CachedClipDataset(Dataset):
 
 
 def main(argv=None) -> int:
+    from .command import run_cli
+
+    return run_cli(_run, argv)
+
+
+def _run(argv, output: dict) -> int:
     from .config import add_config_arguments, config_from_args
     from .presets import resolve_preset
     from .runtime import build_encoder, make_accelerator
@@ -161,7 +167,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.cache_dir:
         parser.error("--cache-dir is required")
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    output["dir"] = args.cache_dir
     accelerator = make_accelerator(config)
     with accelerator.main_process_first():
         config = resolve_preset(config)

@@ -7,22 +7,28 @@
         dit.safetensors               stage 3: the trained DiT self-attention weights (original Wan names)
         trainer_state.json            step, data position of every rank, skipped clips
         state/                        accelerator.save_state: trainable weights (float32), optimizer, RNG
+        checkpoint.json               written last: every file of the checkpoint with its size
     OUT/latest                        name of the newest complete checkpoint
     OUT/final/                        the last step's weights (control + dit), no state
 
 A checkpoint folder is written under a temporary name and renamed when complete, and every file
 in it is written atomically: a crash leaves the previous checkpoint intact and ``latest`` valid.
+``checkpoint.json`` (written last, before the rename) records every file and its size; on resume a
+checkpoint whose files are missing, of another size, truncated (safetensors / torch headers) or
+whose trainer_state.json does not parse is reported and the previous intact one is used.
 Only trainable weights go into ``state/`` (the 14B frozen DiT is rebuilt from the base model).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import torch
 
+from .. import LongVieError
 from ..media.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text, fsync_dir
 from ..weights.checkpoint_keys import to_original_dit_state_dict, to_released_control_state_dict
 from ..weights.loading import CONTROL_FILENAME, DIT_FILENAME
@@ -32,6 +38,13 @@ LATEST = "latest"
 FINAL = "final"
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_RECORD = "checkpoint.json"
+
+logger = logging.getLogger("longvie.train")
+
+
+class CheckpointError(LongVieError, ValueError):
+    """A checkpoint named on the command line is damaged or incomplete."""
 
 
 def release_state_dicts(state_dict: dict, trainable: set[str], dtype: torch.dtype) -> tuple[dict, dict | None]:
@@ -117,6 +130,7 @@ def save_checkpoint(accelerator, model, out_dir, step: int, trainer_state: dict,
     if accelerator.is_main_process:
         write_release_weights(tmp, state_dict, trainable, save_dtype)
         atomic_write_json(tmp / TRAINER_STATE, trainer_state)
+        write_checkpoint_record(tmp)
         if final.exists():  # the same step saved by an earlier, interrupted run
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -145,6 +159,60 @@ def list_checkpoints(out_dir) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
+def write_checkpoint_record(folder) -> None:
+    """``checkpoint.json``: every file of the checkpoint folder with its size (written last)."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != CHECKPOINT_RECORD}
+    atomic_write_json(folder / CHECKPOINT_RECORD, {"files": files})
+
+
+def checkpoint_problems(checkpoint) -> list[str]:
+    """Why a checkpoint folder cannot be resumed from ([] when intact).
+
+    Checks (headers and sizes only, seconds for any size): trainer_state.json parses and has the
+    step and data positions; every file listed in checkpoint.json exists with its recorded size;
+    every .safetensors header and .bin/.pt/.pth torch archive is complete.
+    """
+    from ..weights.files import WeightsError, safetensors_header, torch_file_format
+
+    checkpoint = Path(checkpoint)
+    problems = []
+    try:
+        state = read_trainer_state(checkpoint)
+        if not isinstance(state, dict) or not {"step", "positions"} <= set(state):
+            problems.append(f"{checkpoint / TRAINER_STATE}: lacks 'step' / 'positions'")
+    except (OSError, ValueError) as err:
+        problems.append(f"{checkpoint / TRAINER_STATE}: unreadable ({err})")
+    record = checkpoint / CHECKPOINT_RECORD
+    if record.is_file():
+        try:
+            files = json.loads(record.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return problems + [f"{record}: unreadable ({err})"]
+        for name, size in files.items():
+            path = checkpoint / name
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+            elif path.stat().st_size != size:
+                problems.append(f"{path}: {path.stat().st_size:,} bytes, {size:,} when it was saved (truncated or "
+                                "overwritten)")
+    state_dir = checkpoint / STATE_DIR
+    if not state_dir.is_dir():
+        problems.append(f"{state_dir}: missing (the optimizer and weights state)")
+    for path in sorted(checkpoint.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                safetensors_header(path)
+            elif path.suffix in (".bin", ".pt", ".pth"):
+                torch_file_format(path)
+        except WeightsError as err:
+            problems.append(str(err).split(". ")[0])
+    return problems
+
+
 def latest_checkpoint(out_dir) -> Path | None:
     """The checkpoint named by ``OUT/latest`` (else the newest complete one), or None."""
     out_dir = Path(out_dir)
@@ -157,20 +225,59 @@ def latest_checkpoint(out_dir) -> Path | None:
     return found[-1] if found else None
 
 
+def resume_candidates(out_dir) -> list[Path]:
+    """The run's checkpoints to try, newest first (``latest`` first where it names one)."""
+    found = list_checkpoints(out_dir)[::-1]
+    latest = latest_checkpoint(out_dir)
+    if latest is not None and latest in found:
+        found.remove(latest)
+        found.insert(0, latest)
+    return found
+
+
+def intact_checkpoint(candidates: list[Path]) -> Path | None:
+    """The first intact checkpoint of ``candidates``; each damaged one before it is logged as a warning."""
+    for checkpoint in candidates:
+        problems = checkpoint_problems(checkpoint)
+        if not problems:
+            return checkpoint
+        logger.warning("checkpoint %s is damaged, trying the previous one:\n  %s", checkpoint,
+                       "\n  ".join(problems))
+    return None
+
+
 def resolve_resume(resume, out_dir) -> Path | None:
-    """``--resume``: "auto" = the run's latest checkpoint if any (else start fresh); a path = that
-    checkpoint (or that run's latest). Raises if an explicit path holds no checkpoint."""
+    """``--resume``: "auto" = the run's newest intact checkpoint if any (else start fresh); a path =
+    that checkpoint (or that run's newest intact one).
+
+    Raises:
+        FileNotFoundError: an explicit path holds no checkpoint.
+        CheckpointError: an explicit checkpoint (or every checkpoint of a run) is damaged.
+    """
     if not resume:
         return None
     if resume == "auto":
-        return latest_checkpoint(out_dir)
+        candidates = resume_candidates(out_dir)
+        found = intact_checkpoint(candidates)
+        if found is None and candidates:
+            raise CheckpointError(f"every checkpoint in {out_dir} is damaged ({', '.join(c.name for c in candidates)}"
+                                  f"; see the warnings above); move them aside to start over")
+        return found
     path = Path(resume)
-    if (path / TRAINER_STATE).is_file():
+    if (path / TRAINER_STATE).is_file() or (path / CHECKPOINT_RECORD).is_file():
+        problems = checkpoint_problems(path)
+        if problems:
+            previous = intact_checkpoint([c for c in resume_candidates(path.parent) if c != path])
+            hint = f"; the newest intact one is {previous}" if previous else ""
+            raise CheckpointError(f"--resume {path}: damaged checkpoint:\n  " + "\n  ".join(problems) + hint)
         return path
-    found = latest_checkpoint(path)
-    if found is None:
+    candidates = resume_candidates(path)
+    if not candidates:
         raise FileNotFoundError(f"--resume {path}: no checkpoint there (expected {TRAINER_STATE} or a run "
                                 f"folder with {CHECKPOINT_PREFIX}* folders)")
+    found = intact_checkpoint(candidates)
+    if found is None:
+        raise CheckpointError(f"--resume {path}: every checkpoint there is damaged (see the warnings above)")
     return found
 
 
@@ -187,4 +294,4 @@ def resolve_weights_dir(path) -> Path:
 
 
 def read_trainer_state(checkpoint) -> dict:
-    return json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    return json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from pathlib import Path
 
 import yaml
@@ -56,7 +57,14 @@ def load_train_config(config_path=None, stage: int | None = None, preset: str | 
     path = Path(config_path) if config_path else stage_config_path(stage)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a training config is a mapping of sections (stage, model, data, train, ...)")
     if stage is not None and config.get("stage") != stage:
         raise ValueError(f"{path} is a stage-{config.get('stage')} config, but --stage {stage} was given")
     config = copy.deepcopy(config)
@@ -72,25 +80,80 @@ def load_train_config(config_path=None, stage: int | None = None, preset: str | 
     return config
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def settings_problems(config: dict) -> list[str]:
+    """Every setting that cannot train (wrong type, NaN/inf, out of range), as messages with the key."""
+    problems = []
+
+    def need(ok: bool, key: str, value, rule: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r}: must be {rule} (--set {key}=...)")
+
+    train, data, model = config["train"], config["data"], config["model"]
+    lr = train.get("learning_rate")
+    need(_is_number(lr) and 0 < lr < 1, "train.learning_rate", lr, "a finite number in (0, 1) (paper: 1e-5)")
+    for key in ("max_steps", "gradient_accumulation_steps", "save_every", "log_every"):
+        value = train.get(key)
+        need(_is_int(value) and value >= 1, f"train.{key}", value, "an integer >= 1")
+    value = train.get("warmup_steps")
+    need(_is_int(value) and value >= 0, "train.warmup_steps", value, "an integer >= 0")
+    value = train.get("weight_decay")
+    need(_is_number(value) and value >= 0, "train.weight_decay", value, "a finite number >= 0")
+    betas = train.get("adam_betas")
+    need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
+         "train.adam_betas", betas, "two numbers in [0, 1), e.g. [0.9, 0.999]")
+    value = train.get("max_grad_norm")
+    need(value is None or (_is_number(value) and value >= 0), "train.max_grad_norm", value,
+         "null or a finite number >= 0")
+    value = train.get("shift")
+    need(_is_number(value) and value > 0, "train.shift", value, "a finite number > 0 (5.0)")
+    value = train.get("seed")
+    need(_is_int(value) and 0 <= value < 2**63, "train.seed", value, "an integer in [0, 2^63)")
+    value = train.get("keep_checkpoints")
+    need(value is None or (_is_int(value) and value >= 1), "train.keep_checkpoints", value, "null or an integer >= 1")
+    for key in ("height", "width"):
+        value = data.get(key)
+        need(_is_int(value) and value > 0 and value % 16 == 0, f"data.{key}", value, "a positive multiple of 16")
+    value = data.get("num_frames")
+    need(_is_int(value) and value >= 5 and (value - 1) % 4 == 0, "data.num_frames", value, "4k+1 and >= 5 (81)")
+    value = data.get("num_workers")
+    need(_is_int(value) and value >= 0, "data.num_workers", value, "an integer >= 0")
+    value = model.get("control_layers")
+    need(_is_int(value) and value >= 1, "model.control_layers", value, "an integer >= 1 (12)")
+    for section in ("degradation", "loss"):
+        for key, value in config[section].items():
+            flat = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in flat):
+                problems.append(f"{section}.{key}={value!r}: must be finite (--set {section}.{key}=...)")
+    return problems
+
+
 def validate(config: dict) -> None:
-    """Reject configurations that cannot train, with the fix in the message."""
+    """Reject configurations that cannot train, with the fix in the message (every problem at once)."""
     for section in SECTIONS:
         if not isinstance(config.get(section), dict):
             raise ValueError(f"training config lacks the '{section}' section")
     if config.get("stage") not in (1, 2, 3):
         raise ValueError(f"stage must be 1, 2 or 3, got {config.get('stage')!r}")
     train = config["train"]
+    problems = settings_problems(config)
     unknown = set(train["trainable"]) - set(TRAINABLE_GROUPS)
     if unknown:
-        raise ValueError(f"train.trainable: unknown group(s) {sorted(unknown)}; choose from {TRAINABLE_GROUPS}")
-    for key in ("max_steps", "gradient_accumulation_steps", "save_every"):
-        if int(train[key]) < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+        problems.append(f"train.trainable: unknown group(s) {sorted(unknown)}; choose from {TRAINABLE_GROUPS}")
     if train["mixed_precision"] not in ("no", "bf16", "fp16"):
-        raise ValueError(f"train.mixed_precision must be no, bf16 or fp16, got {train['mixed_precision']!r}")
-    if config["model"]["weight_dtype"] not in ("float32", "fp32") and train["mixed_precision"] == "no":
-        raise ValueError("model.weight_dtype is not float32, so train.mixed_precision must be bf16 "
-                         "(frozen bf16 weights meet float32 trainable weights under autocast)")
+        problems.append(f"train.mixed_precision must be no, bf16 or fp16, got {train['mixed_precision']!r}")
+    elif config["model"]["weight_dtype"] not in ("float32", "fp32") and train["mixed_precision"] == "no":
+        problems.append("model.weight_dtype is not float32, so train.mixed_precision must be bf16 "
+                        "(frozen bf16 weights meet float32 trainable weights under autocast)")
+    if problems:
+        raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
 
 
 # Flag -> dotted config key (a flag left out keeps the config's value).

@@ -26,11 +26,13 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .. import LongVieError
 from ..media.video_io import fit_frames, read_video
 from .degradations import DegradationPlan, DegradationSettings, degrade_depth, sample_plan, sample_rng
 
@@ -39,8 +41,31 @@ logger = logging.getLogger(__name__)
 REQUIRED_KEYS = ("video", "depth", "track", "text")
 
 
-class DataError(ValueError):
+class DataError(LongVieError, ValueError):
     """A clip cannot be used (missing or unreadable file, too few frames, bad metadata row)."""
+
+
+class SkippedClip(NamedTuple):
+    """What a dataset yields for an unusable clip with ``skip_bad`` (picklable, so it crosses
+    data-loader worker processes): the clip, and why it was skipped."""
+
+    index: int
+    description: str
+    error: str
+
+
+MAX_CONSECUTIVE_BAD = 50  # this many unusable clips in a row (or the whole dataset) stops training
+
+
+def too_many_bad_clips(bad: list, dataset_size: int, limit: int = MAX_CONSECUTIVE_BAD) -> DataError | None:
+    """The error to stop with when ``bad`` (consecutive :class:`SkippedClip` s) is the whole dataset
+    or ``limit`` long; None while training may go on."""
+    if len(bad) < min(limit, max(dataset_size, 1)):
+        return None
+    what = "every clip" if len(bad) >= dataset_size else f"{len(bad)} clips in a row"
+    examples = "\n".join(f"  - clip {b.index} ({b.description}): {b.error}" for b in bad[:3])
+    return DataError(f"{what} of the training data failed to load, e.g.:\n{examples}\nFix these files or drop "
+                     "their rows from the metadata (data.skip_bad only skips occasional bad clips)")
 
 
 @dataclass
@@ -152,7 +177,7 @@ class ClipDataset(Dataset):
     An item is a dict: ``index``, ``text``, ``video`` / ``depth`` / ``track`` uint8 (T, H, W, 3)
     tensors (the depth already degraded when the plan says so), ``first_frame`` (H, W, 3),
     ``history`` (n, H, W, 3) with n = ``plan.history_frames`` (n = 0 without history) and ``plan``.
-    With ``skip_bad`` an unusable clip gives ``None`` (logged) instead of raising.
+    With ``skip_bad`` an unusable clip gives a :class:`SkippedClip` (logged) instead of raising.
     """
 
     def __init__(self, records: list[ClipRecord], num_frames: int, height: int, width: int,
@@ -181,7 +206,7 @@ class ClipDataset(Dataset):
             if not self.skip_bad:
                 raise
             logger.warning("skipping clip %d (%s): %s", index, record.describe(), err)
-            return None
+            return SkippedClip(index, record.describe(), str(err))
         item = {name: torch.from_numpy(np.ascontiguousarray(clip[name])) for name in ("video", "depth", "track")}
         item["depth"] = degrade_depth(item["depth"], plan.depth_ops)
         history = clip["history"]
@@ -223,7 +248,7 @@ class ShardedEpochSampler(Sampler):
 
 
 def collate_single(items: list):
-    """Batch size 1 per process (SPEC §6): the item itself (None for a skipped clip)."""
+    """Batch size 1 per process (SPEC §6): the item itself (a SkippedClip for a skipped clip)."""
     if len(items) != 1:
         raise ValueError("LongVie training uses batch size 1 per process; use gradient accumulation instead")
     return items[0]

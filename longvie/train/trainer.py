@@ -27,7 +27,7 @@ from ..models.denoiser import LongVieDenoiser
 from ..presets.config import torch_dtype
 from ..sampling.scheduling import TrainingSchedule
 from . import checkpointing
-from .data import ClipDataset, SampleStream, read_metadata
+from .data import MAX_CONSECUTIVE_BAD, ClipDataset, SampleStream, SkippedClip, read_metadata, too_many_bad_clips
 from .degradations import DegradationSettings
 from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
@@ -92,6 +92,38 @@ def check_before_loading(config: dict) -> None:
                          "--init-from OUTPUT_OF_PREVIOUS_STAGE (or set model.init_from: half_copy to start fresh)")
     if init_from not in (None, "half_copy"):
         checkpointing.resolve_weights_dir(init_from)
+
+
+def load_checkpoint_state(accelerator, resume_dir: Path, out_dir: Path, automatic: bool) -> Path | None:
+    """Load the accelerate state of ``resume_dir``; returns the checkpoint loaded.
+
+    With ``automatic`` (``--resume`` without a path) a checkpoint that fails to load is reported
+    and the previous intact one of the run is tried (None when none is left: a fresh start would
+    silently discard the run's progress, so that raises instead).
+    """
+    candidates = [resume_dir]
+    if automatic:
+        candidates += [c for c in checkpointing.resume_candidates(out_dir) if c != resume_dir]
+    errors = []
+    for checkpoint in candidates:
+        if checkpoint is not resume_dir and checkpointing.checkpoint_problems(checkpoint):
+            continue
+        try:
+            if checkpointing.is_deepspeed(accelerator):
+                accelerator.load_state(str(checkpoint / checkpointing.STATE_DIR), load_module_strict=False)
+            else:
+                accelerator.load_state(str(checkpoint / checkpointing.STATE_DIR))
+        except Exception as err:  # noqa: BLE001 - a damaged file shows up as any error of its reader
+            if not automatic:
+                raise checkpointing.CheckpointError(f"--resume {checkpoint}: cannot load its state ({err})") from err
+            errors.append(f"{checkpoint}: {type(err).__name__}: {err}")
+            logger.warning("checkpoint %s could not be loaded (%s); trying the previous one", checkpoint, err)
+            continue
+        if checkpoint != resume_dir:
+            logger.warning("resuming from %s instead of the damaged %s", checkpoint, resume_dir)
+        return checkpoint
+    raise checkpointing.CheckpointError("no checkpoint of this run could be loaded:\n  " + "\n  ".join(errors)
+                                        + f"\nmove the damaged checkpoint folders out of {out_dir} to start over")
 
 
 def select_trainable(denoiser: torch.nn.Module, groups) -> set[str]:
@@ -238,10 +270,8 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
 
     state = {"step": 0, "positions": [[0, 0]] * world, "skipped": 0}
     if resume_dir is not None:
-        if checkpointing.is_deepspeed(accelerator):
-            accelerator.load_state(str(resume_dir / checkpointing.STATE_DIR), load_module_strict=False)
-        else:
-            accelerator.load_state(str(resume_dir / checkpointing.STATE_DIR))
+        resume_dir = load_checkpoint_state(accelerator, resume_dir, out_dir, automatic=resume == "auto")
+    if resume_dir is not None:
         state = checkpointing.read_trainer_state(resume_dir)
         if len(state["positions"]) != world:
             raise ValueError(f"{resume_dir} was saved by {len(state['positions'])} process(es); resume it with the "
@@ -263,11 +293,16 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
         nonlocal overfit_sample, skipped
         if train_cfg["overfit"] and overfit_sample is not None:
             return overfit_sample
+        bad = []  # consecutive unusable clips
         while True:
             sample = next(stream)
-            if sample is not None:
+            if not isinstance(sample, SkippedClip):
                 break
             skipped += 1
+            bad.append(sample)
+            error = too_many_bad_clips(bad, len(dataset), data_cfg.get("max_consecutive_bad", MAX_CONSECUTIVE_BAD))
+            if error is not None:
+                raise error
         if train_cfg["overfit"]:
             overfit_sample = sample
         return sample

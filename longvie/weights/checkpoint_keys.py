@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from .. import LongVieError
+
 # Inside one transformer block: original Wan name -> diffusers WanTransformerBlock name.
 # Note the norm swap: original ``norm3`` is the affine LayerNorm *before cross-attention*, which
 # diffusers calls ``norm2``; the non-affine norms carry no weights and need no entry.
@@ -99,7 +101,7 @@ _INVERSE_BLOCK_TABLE = {v: k for k, v in BLOCK_KEY_TABLE.items()}
 _INVERSE_DIT_TOP_TABLE = {v: k for k, v in DIT_TOP_KEY_TABLE.items()}
 
 
-class CheckpointKeyError(KeyError):
+class CheckpointKeyError(LongVieError, KeyError):
     """A checkpoint holds names we cannot place, or lacks names we need."""
 
     def __str__(self) -> str:  # KeyError would repr() the message and hide its newlines

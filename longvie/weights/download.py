@@ -4,6 +4,7 @@
     python download_wan2.1.py --layout original    # the original Wan2.1 layout (what upstream LongVie uses)
     python download_wan2.1.py --dry-run            # print the plan; download nothing
     python download_wan2.1.py --check-only         # check what is on disk; print the config lines
+    python download_wan2.1.py --check-only --deep  # also read every tensor and look for NaN/Inf (minutes)
     python download_wan2.1.py --source modelscope  # base model from ModelScope (pip install modelscope)
 
 Downloads go through huggingface_hub (progress bars; an interrupted run resumes where it stopped when
@@ -164,7 +165,22 @@ def print_config_lines(args) -> None:
     print(f"longvie_dir: {config_path_text(longvie_dir_of(args))}")
 
 
-def check(plan: list[Item], layout: str, expected_sizes: dict | None = None) -> bool:
+def deep_problems(item: Item) -> list[str]:
+    """NaN/Inf scan of every weights file of ``item`` (reads all tensor data)."""
+    from tqdm.auto import tqdm
+
+    from .files import nonfinite_tensor_problems, weight_files
+
+    files = [item.target / Path(f).name for f in item.files] if item.files else weight_files(item.target)
+    problems = []
+    with tqdm(files, desc=f"scanning {item.target.name}", unit="file") as bar:
+        for path in bar:
+            bar.set_postfix_str(path.name)
+            problems += nonfinite_tensor_problems(path)
+    return problems
+
+
+def check(plan: list[Item], layout: str, expected_sizes: dict | None = None, deep: bool = False) -> bool:
     ok = True
     for item in plan:
         problems = folder_problems(item, layout)
@@ -172,11 +188,13 @@ def check(plan: list[Item], layout: str, expected_sizes: dict | None = None) -> 
             local = item.target / (Path(rel).name if item.files else rel)
             if size and local.is_file() and local.stat().st_size != size:
                 problems.append(f"{local}: {local.stat().st_size:,} bytes, the Hub says {size:,}")
+        if deep and not problems:
+            problems += deep_problems(item)
         if problems:
             ok = False
             print(f"\nINCOMPLETE {item.what} in {item.target}:\n  " + "\n  ".join(problems))
         else:
-            print(f"complete: {item.what} in {item.target}")
+            print(f"complete{' (every tensor finite)' if deep else ''}: {item.what} in {item.target}")
     return ok
 
 
@@ -197,11 +215,39 @@ def parse_args(argv=None):
     parser.add_argument("--skip-longvie", action="store_true", help="do not download the LongVie 2 weights")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the local state; download nothing")
     parser.add_argument("--check-only", action="store_true", help="check the files on disk; download nothing")
+    parser.add_argument("--deep", action="store_true",
+                        help="with --check-only (or after a download): also read every tensor and report NaN/Inf "
+                             "values (reads all the data: minutes for the 14B model)")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: the logged-in one, if any)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    """``download_wan2.1.py``: one handler; Ctrl-C exits 130, an unexpected error prints one line
+    naming the log file with its traceback."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror or err} — free space or choose a writable --output",
+              file=sys.stderr)
+        return EXIT_DOWNLOAD_FAILED
+    except Exception as err:  # noqa: BLE001 - one line here, the traceback in the log
+        import datetime
+        import os
+
+        from .. import log_unexpected_error
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        log = log_unexpected_error(err, [Path.cwd() / f"download_wan2.1-error-{stamp}-{os.getpid()}.log"])
+        print(f"error: unexpected {type(err).__name__}: {err}" + (f" (the traceback is in {log})" if log else ""),
+              file=sys.stderr)
+        return EXIT_DOWNLOAD_FAILED
+
+
+def _run(argv=None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
     if args.dry_run:
@@ -213,8 +259,12 @@ def main(argv=None) -> int:
         print_config_lines(args)
         return EXIT_OK
     if args.check_only:
-        ok = check(plan, args.layout)
-        print_config_lines(args)
+        ok = check(plan, args.layout, deep=args.deep)
+        if ok:
+            print_config_lines(args)
+        else:
+            print("\nNot ready: run `python download_wan2.1.py` (it resumes and fetches what is missing or damaged), "
+                  "then check again.")
         return EXIT_OK if ok else EXIT_INCOMPLETE
 
     expected_sizes = {}
@@ -235,9 +285,10 @@ def main(argv=None) -> int:
         except Exception as err:  # network, auth, missing repo or file: all end in the same advice
             print(hand_download_instructions(item, err), file=sys.stderr)
             return EXIT_DOWNLOAD_FAILED
-    ok = check(plan, args.layout, expected_sizes)
-    print_config_lines(args)
-    if not ok:
+    ok = check(plan, args.layout, expected_sizes, deep=args.deep)
+    if ok:
+        print_config_lines(args)
+    else:
         print("\nSome files are missing or damaged: run the same command again (it resumes), or fetch them by hand.")
     return EXIT_OK if ok else EXIT_INCOMPLETE
 

@@ -12,13 +12,15 @@ import struct
 import zipfile
 from pathlib import Path
 
+from .. import LongVieError
+
 # Original layout, repo "Wan-AI/Wan2.1-I2V-14B-480P" (file names from Wan2.1's wan/configs/wan_i2v_14B.py
 # and the repo's file list).
 CONTROL_FILENAME = "control.safetensors"
 DIT_FILENAME = "dit.safetensors"
 
 
-class WeightsError(ValueError):
+class WeightsError(LongVieError, ValueError):
     """A weights file is missing, unreadable, or not the model we expect."""
 
 
@@ -204,3 +206,56 @@ def longvie_folder_problems(longvie_dir, filenames=(CONTROL_FILENAME, DIT_FILENA
     """Problems of a LongVie 2 weights folder (control.safetensors, dit.safetensors); [] if complete."""
     longvie_dir = Path(longvie_dir)
     return [p for name in filenames for p in _check(safetensors_header, longvie_dir / Path(name).name)]
+
+
+# --------------------------------------------------------------------------- tensor contents
+def nonfinite_tensor_problems(path, progress=None) -> list[str]:
+    """Read every tensor of a .safetensors or torch.save file and report the ones holding NaN or Inf.
+
+    Unlike the checks above this reads all the data (minutes for the 14B release); it finds damage
+    that headers cannot show (a corrupted download of the right length, a checkpoint saved after
+    training diverged). ``progress`` is called with each tensor name (for a progress bar).
+    """
+    import torch
+
+    path = Path(path)
+    bad, total = [], 0
+
+    def check(name: str, tensor) -> None:
+        nonlocal total
+        total += 1
+        if progress is not None:
+            progress(name)
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    check(name, handle.get_tensor(name))
+        else:
+            state = torch.load(path, map_location="cpu", mmap=torch_file_format(path) == "zip", weights_only=True)
+            stack = [("", state)]
+            while stack:
+                prefix, node = stack.pop()
+                if isinstance(node, dict):
+                    stack += [(f"{prefix}{k}.", v) for k, v in node.items()]
+                else:
+                    check(prefix.rstrip("."), node)
+    except WeightsError as err:
+        return [str(err)]
+    except Exception as err:  # noqa: BLE001 - any reader error means the file is damaged
+        return [f"{path}: cannot read its tensors ({type(err).__name__}: {err}). Delete it and download it again."]
+    if bad:
+        return [f"{path}: {len(bad)} of {total} tensor(s) hold NaN or infinite values, e.g. {bad[0]}; the file is "
+                "damaged (or was saved from a diverged run). Delete it and download it again."]
+    return []
+
+
+def weight_files(folder) -> list[Path]:
+    """Every weights file under ``folder`` (.safetensors, .pth, .pt, .bin), sorted."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".pth", ".pt", ".bin"))

@@ -14,6 +14,7 @@ from longvie.train.data import (
     DataError,
     SampleStream,
     ShardedEpochSampler,
+    SkippedClip,
     load_clip,
     read_metadata,
 )
@@ -119,7 +120,8 @@ def test_dataset_items_and_skip_bad(videos, caplog):
     assert item["history"].shape[0] == item["plan"].history_frames in (4, 8)
     assert torch.equal(item["history"][-1], item["first_frame"])
     with caplog.at_level(logging.WARNING):
-        assert dataset[(0, 1)] is None
+        skipped = dataset[(0, 1)]
+        assert isinstance(skipped, SkippedClip) and skipped.index == 1 and "short.mp4" in skipped.description
     assert "skipping clip 1" in caplog.text
     strict = ClipDataset([good, bad], 9, 32, 48, settings, seed=0)
     with pytest.raises(DataError):

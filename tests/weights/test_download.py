@@ -155,6 +155,28 @@ def test_check_only_exit_codes(tiny, tmp_path, capsys, no_network):
     assert "INCOMPLETE LongVie 2 weights" in capsys.readouterr().out
 
 
+def test_check_only_deep_finds_nonfinite_tensors_and_incomplete_prints_no_config(tiny, tmp_path, capsys,
+                                                                                  no_network):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    args = ["--check-only", "--deep", "--layout", "original", "--base-dir", str(tiny.original)]
+    assert dl.main([*args, "--longvie-dir", str(tiny.longvie)]) == 0
+    assert "complete (every tensor finite): LongVie 2 weights" in capsys.readouterr().out
+    longvie = Path(shutil.copytree(tiny.longvie, tmp_path / "lv"))
+    tensors = load_file(longvie / "control.safetensors")
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[name] = tensors[name].clone().view(-1).index_fill(0, torch.tensor([0]), float("nan")).view_as(tensors[name])
+    save_file(tensors, longvie / "control.safetensors")
+    shallow = [a for a in args if a != "--deep"] + ["--longvie-dir", str(longvie)]
+    assert dl.main(shallow) == 0  # same size, valid header: only the deep scan can tell
+    capsys.readouterr()
+    assert dl.main([*args, "--longvie-dir", str(longvie)]) == 1
+    out = capsys.readouterr().out
+    assert f"{longvie / 'control.safetensors'}: 1 of" in out and "NaN or infinite" in out and name in out
+    assert "base_model_dir:" not in out and "longvie_dir:" not in out  # no config lines for an incomplete folder
+
+
 # --------------------------------------------------------------------------- downloads (mocked hub)
 def test_download_original_layout_with_mocked_hub(tiny, tmp_path, capsys, monkeypatch):
     hub = FakeHub({"Wan-AI/Wan2.1-I2V-14B-480P": tiny.original, "Vchitect/LongVie2": tiny.longvie}).install(monkeypatch)

@@ -403,40 +403,48 @@ def inference_modes(weights: WeightBytes, peaks: dict[str, int], cfg_batch: int 
 
 # Training configurations (configs/accelerate/*.yaml): what lives on the GPU and on the host.
 TRAINING_CONFIGS = {
-    "single_gpu_zero2_offload": dict(gpus=1, optimizer_on_gpu=False, note="DeepSpeed ZeRO-2, AdamW state and "
-                                     "fp32 master weights on the CPU (configs/accelerate/single_gpu.yaml)"),
-    "plain_single_gpu": dict(gpus=1, optimizer_on_gpu=True, note="no DeepSpeed: AdamW moments on the GPU "
-                             "(configs/accelerate/single_gpu_no_deepspeed.yaml)"),
-    "zero2_8gpu_offload": dict(gpus=8, optimizer_on_gpu=False, note="DeepSpeed ZeRO-2 + CPU optimizer, 8 GPUs "
-                               "(configs/accelerate/deepspeed_zero2_8gpu.yaml), per GPU / per node"),
+    "single_gpu (ZeRO-2 + CPU optimizer)": dict(gpus=1, deepspeed=True, note="configs/accelerate/single_gpu.yaml"),
+    "single_gpu_no_deepspeed": dict(gpus=1, deepspeed=False, note="configs/accelerate/single_gpu_no_deepspeed"
+                                    ".yaml: AdamW moments and fp32 weights on the GPU"),
+    "8 GPUs (ZeRO-2 + CPU optimizer)": dict(gpus=8, deepspeed=True, note="configs/accelerate/deepspeed_zero2_8gpu"
+                                            ".yaml; GPU per rank, host per node"),
 }
+DEEPSPEED_BUCKETS_BYTES = 2 * int(5e8) * 2  # reduce + all-gather buckets, 5e8 elements each (DeepSpeed default), bf16
 
 
 def training_modes(weights: WeightBytes, train_peak: int, latent_cache: bool = False) -> list[ModeEstimate]:
-    """GPU and host memory of a stage-1 step (control branch trained) per training configuration.
+    """GPU and host memory of a stage-1 step (control branch trained, DiT frozen) per training config.
 
-    GPU: frozen DiT (bf16) + trainable control weights (fp32) + their gradients (in the activation
-    peak) + AdamW moments (2 x fp32, when on the GPU) + the frozen encoders (VAE, CLIP, and umT5
-    unless training from a latent cache) + the activation peak. ZeRO-2 with CPU offload keeps the
-    fp32 master copy and the moments on the host (3 x fp32 of the trainable weights, per rank's
-    shard) and a bf16/fp32 gradient partition buffer on the GPU (counted as one fp32 copy)."""
+    ``train_peak`` is measured with the control branch in float32 (its float32 gradients included);
+    activations alone are ``train_peak`` minus those gradients.
+
+    * plain (no DeepSpeed): frozen bf16 DiT + float32 control weights, gradients and two AdamW
+      moments + encoders + activations.
+    * DeepSpeed ZeRO-2 + CPU optimizer (bf16 mode): the module holds the control branch in bf16 and
+      its bf16 gradients (an upper bound: ZeRO-2 frees gradients into buckets as they are reduced)
+      + the communication buckets; the float32 master weights, the two moments and a float32
+      gradient partition live in host RAM (4 x 4 bytes per trainable parameter per node).
+    * Encoders: VAE and CLIP on the GPU; umT5 too unless training from a latent cache.
+    * Host RAM: the larger of start-up (one rank's CPU copy of all models at a time,
+      ``runtime.load_in_turns``) and the steady state (optimizer state, umT5 when cached on the CPU).
+    """
     w = weights.components
+    control_fp32 = weights.trainable_control_fp32
+    activations = max(train_peak - control_fp32, 0)
     encoders = w["vae"] + w["image_encoder"] + (0 if latent_cache else w["text_encoder"])
     rows = []
     for name, spec in TRAINING_CONFIGS.items():
-        gpu = w["dit"] + weights.trainable_control_fp32 + encoders + train_peak
-        shard = weights.trainable_control_fp32 // spec["gpus"]
-        if spec["optimizer_on_gpu"]:
-            gpu += 2 * weights.trainable_control_fp32
-            host = 0
+        if spec["deepspeed"]:
+            gpu = w["dit"] + control_fp32 // 2 + control_fp32 // 2 + DEEPSPEED_BUCKETS_BYTES
+            steady_host = 4 * control_fp32
         else:
-            gpu += shard  # ZeRO-2 gradient partition / reduce buckets
-            host = 3 * shard * spec["gpus"]  # master weights + 2 moments, all ranks of a node
-        # Start-up: ranks load one at a time (longvie.train.runtime.staggered_loading), so a node holds
-        # one rank's CPU copy of the models at a time.
-        host += weights.total
+            gpu = w["dit"] + 4 * control_fp32  # weights, gradients, two AdamW moments (float32)
+            steady_host = 0
+        gpu += encoders + activations
+        steady_host += w["text_encoder"] if latent_cache else 0
+        host = max(weights.total, steady_host)
         rows.append(ModeEstimate(name, with_margin(gpu), host, spec["note"],
-                                 {"activations+grads": train_peak, "encoders": encoders}))
+                                 {"activations": activations, "encoders": encoders}))
     return rows
 
 
@@ -458,7 +466,9 @@ def estimate_memory(preset: str = "longvie2_i2v_14b", training: bool = True, vae
     report = MemoryReport(arch, weights, peaks, inference_modes(weights, peaks, cfg_batch))
     if training:
         report.train_peak = training_activation_peak(arch)
-        report.training = training_modes(weights, report.train_peak)
+        report.training = training_modes(weights, report.train_peak) + [
+            dataclasses.replace(row, mode=row.mode + " + latent cache")
+            for row in training_modes(weights, report.train_peak, latent_cache=True)]
     return report
 
 
@@ -490,12 +500,13 @@ def format_report(report: MemoryReport) -> str:
     for row in report.inference:
         lines.append(f"| {row.mode:<16} | {row.gpu_gib:14.1f} | {row.host_gib:14.1f} | {row.note} |")
     if report.training:
-        lines += ["", f"training step (stage 1, control branch, gradient checkpointing): activations + gradients "
-                  f"{report.train_peak / GiB:.1f} GiB", "",
-                  f"| {'training config':<26} | GPU peak (GiB) | host RAM (GiB) | notes |",
-                  f"|{'-' * 28}|---------------:|---------------:|-------|"]
+        activations = report.training[0].parts["activations"]
+        lines += ["", f"training step (stage 1: control branch trained, gradient checkpointing, batch 1): "
+                  f"activations {activations / GiB:.1f} GiB", "",
+                  f"| {'training config':<50} | GPU peak (GiB) | host RAM (GiB) | notes |",
+                  f"|{'-' * 52}|---------------:|---------------:|-------|"]
         for row in report.training:
-            lines.append(f"| {row.mode:<26} | {row.gpu_gib:14.1f} | {row.host_gib:14.1f} | {row.note} |")
+            lines.append(f"| {row.mode:<50} | {row.gpu_gib:14.1f} | {row.host_gib:14.1f} | {row.note} |")
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ setup(
         "pytest>=9.0",
     ],
     extras_require={
-        "gpu": ["flash-attn>=2.6.3", "deepspeed>=0.15"],  # 2.6.3: the oldest flash-attn diffusers accepts,
+        "gpu": ["flash-attn>=2.6.3", "deepspeed>=0.15"],  # flash-attn 2.6.3: the oldest diffusers accepts
         "modelscope": ["modelscope>=1.40"],
     },
     entry_points={"console_scripts": ["longvie-sample=longvie.sample:main", "longvie-train=longvie.train:main"]},

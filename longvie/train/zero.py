@@ -27,8 +27,6 @@ import shutil
 
 import torch
 
-from .checkpointing import is_deepspeed
-
 CPU_ADAM_HELP = (
     "DeepSpeed's CPU Adam op (needed by ZeRO optimizer offload to the CPU) is not pre-built and cannot be "
     "compiled here: {reason}. Either install a C++ compiler and ninja (Debian/Ubuntu: `apt-get install "
@@ -37,6 +35,13 @@ CPU_ADAM_HELP = (
     "(check with `ds_report`). Without offload, use configs/accelerate/single_gpu_no_deepspeed.yaml "
     "(needs more GPU memory: `python -m longvie.benchmark --estimate-memory`)."
 )
+
+
+def is_deepspeed(accelerator) -> bool:
+    """(Also in ``checkpointing``, which imports this module: kept here to avoid an import cycle.)"""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def _zero_stage(accelerator) -> int:

@@ -6,12 +6,11 @@ from unittest import mock
 
 import pytest
 import torch
+from tiny_inputs import make_inputs
 
 from longvie.acceleration.offload import apply_group_offload, enable_offload, group_offload_state
 from longvie.models.denoiser import LongVieDenoiser
 from longvie.presets.tiny import build_tiny_control, build_tiny_transformer
-
-from tiny_inputs import make_inputs
 
 
 class StandInStream:

@@ -51,13 +51,6 @@ def resolve_device(device: str | torch.device | None = None, device_count: int |
     return torch.device("cuda", current_device)
 
 
-def use_device(device: torch.device) -> torch.device:
-    """Make ``device`` the current CUDA device (so bare "cuda" tensors land there too); returns it."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.set_device(device)
-    return device
-
-
 def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, seed: int,
                device: torch.device | str) -> torch.Tensor:
     """Float32 standard-normal noise of ``shape`` on ``device``.

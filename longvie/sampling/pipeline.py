@@ -18,6 +18,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import logging
 
 from ..acceleration.devices import draw_noise
+from ..acceleration.offload import MODES as OFFLOAD_MODE_NAMES
 from ..media.video_io import fit_frames
 from ..models.denoiser import LongVieDenoiser
 from .conditioning import (
@@ -43,7 +44,7 @@ WAN_NEGATIVE_PROMPT = (
 )
 # Unified noise (SPEC §4): a later clip's first latent frame is (1-σ)·z_hist[-1] + σ·ε[0].
 UNIFIED_NOISE_SIGMA = 0.925926
-from ..acceleration.offload import MODES as OFFLOAD_MODES  # noqa: E402,F401  (re-export)
+OFFLOAD_MODES = OFFLOAD_MODE_NAMES  # "none" | "model" | "group" (see longvie.acceleration.offload)
 
 
 class ClipOutput(NamedTuple):

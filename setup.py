@@ -57,7 +57,7 @@ setup(
         "scipy>=1.17",
     ],
     extras_require={
-        "gpu": ["flash-attn>=2.6", "deepspeed>=0.15"],
+        "gpu": ["flash-attn>=2.6.3", "deepspeed>=0.15"],  # flash-attn 2.6.3: the oldest diffusers accepts
         "modelscope": ["modelscope>=1.40"],
     },
     entry_points={"console_scripts": ["longvie-sample=longvie.sample:main", "longvie-train=longvie.train:main"]},

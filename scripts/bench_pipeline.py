@@ -39,28 +39,38 @@ def main() -> None:
 
     if args.base_dir is None:
         args.base_dir, args.longvie_dir = write_tiny_checkpoints(tempfile.mkdtemp(prefix="longvie_bench_"))
-    started = time.perf_counter()
+    started = time.perf_counter()  # loading: CPU-side work, synchronised below before it is printed
     pipe = LongViePipeline.from_pretrained(args.base_dir, args.longvie_dir, torch_dtype=torch_dtype(args.dtype),
                                            device=args.device, offload=args.offload,
                                            attention_backend=args.attention)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     print(f"load: {time.perf_counter() - started:.1f} s")
+    print(pipe.attention_choice.describe())
 
     rng = np.random.default_rng(0)
     video = lambda: rng.integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8)  # noqa: E731
     step_times = []
 
-    def on_step(_pipe, _step, _t, _state):
-        step_times.append(time.perf_counter())
-
     cuda = torch.cuda.is_available() and pipe._execution_device.type == "cuda"
+
+    def now() -> float:
+        """Wall time after the GPU finished the queued work (CUDA runs asynchronously)."""
+        if cuda:
+            torch.cuda.synchronize(pipe._execution_device)
+        return time.perf_counter()
+
+    def on_step(_pipe, _step, _t, _state):
+        step_times.append(now())
+
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats(pipe._execution_device)
+    started = now()
     frames, _ = pipe(video()[0], "a benchmark clip", video(), video(), history=video()[-8:] if args.history else None,
                      num_frames=args.frames, height=args.height, width=args.width,
                      num_inference_steps=args.steps, guidance_scale=args.cfg, progress=False,
                      callback_on_step_end=on_step)
-    total = time.perf_counter() - started
+    total = now() - started
     per_step = np.diff(step_times)
     print(f"clip {frames.shape}: {total:.2f} s in total")
     if len(per_step):
@@ -68,7 +78,8 @@ def main() -> None:
               f"over {len(per_step)} steps (first step excluded)")
     print(f"conditioning + first step + decoding: {total - per_step.sum():.2f} s")
     if cuda:
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(pipe._execution_device) / 2**30:.1f} GiB "
+              "(compare: python -m longvie.benchmark --estimate-memory)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "longvie2_i2v_14b"
 SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
 SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
-                     "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16}
+                     "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16,
+                     "vae_tiling": False}
 
 
 def cache_dir() -> Path:
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-placeholder-prompts", action="store_true",
                         help="sample clips whose prompt is empty or the placeholder utils/prepare_controls.py "
                              "writes (refused otherwise)")
+    parser.add_argument("--vae-tiling", dest="vae_tiling", action=argparse.BooleanOptionalAction, default=None,
+                        help="tiled VAE encode/decode (lower peak memory; recorded in the run) [off]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -101,7 +104,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
     sampling = {**SAMPLING_DEFAULTS, **{k: config[k] for k in SAMPLING_DEFAULTS if k in config},
                 **(config.get("sampling") or {})}
     overrides = {"num_frames": args.num_frames, "height": args.height, "width": args.width, "steps": args.steps,
-                 "cfg": args.cfg, "shift": args.shift, "resize": args.resize}
+                 "cfg": args.cfg, "shift": args.shift, "resize": args.resize,
+                 "vae_tiling": getattr(args, "vae_tiling", None)}
     if args.seed is not None and args.redo is None:
         overrides["seed"] = args.seed
     config = merge(config, {"offload": args.offload})
@@ -187,7 +191,8 @@ def pipeline_loader(config: dict, device: str | None):
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
         target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
         return LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
-                                               device=target, offload=config.get("offload") or "none")
+                                               device=target, offload=config.get("offload") or "none",
+                                               vae_tiling=bool(config["sampling"].get("vae_tiling", False)))
 
     return load
 
@@ -373,7 +378,10 @@ def _run(argv: list[str] | None, session: _Session) -> int:
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
-        seed=s["seed"])
+        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)))
+    if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
+        print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
+        return 2
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
     sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device),
                                progress=not args.no_progress)

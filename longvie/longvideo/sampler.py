@@ -94,6 +94,7 @@ class LongVideoSettings:
     fps: int = 16
     model: str = "unspecified"
     dtype: str = "bfloat16"
+    vae_tiling: bool = False  # tiled VAE encode/decode changes pixels slightly: part of the run's identity
     seed: int = 0
 
     def recorded(self) -> dict:
@@ -324,6 +325,8 @@ class LongVideoSampler:
             record = manifest["clips"][start - 1]
             previous = run.load_clip_state(start - 1, record["state_sha256"])
         extra = {} if s.negative_prompt is None else {"negative_prompt": s.negative_prompt}
+        if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
+            self.pipe.set_vae_tiling(s.vae_tiling)
         final_latents_finite: list = []
         if "callback_on_step_end" in inspect.signature(self.pipe).parameters:
             def check_final_latents(pipe, step, timestep, tensors):

@@ -15,7 +15,10 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.utils import logging
 
+from ..acceleration.devices import draw_noise
+from ..acceleration.offload import MODES as OFFLOAD_MODE_NAMES
 from ..media.video_io import FRAME_FORMS, fit_frames, load_image, to_frame_array
 from ..models.denoiser import LongVieDenoiser
 from .conditioning import (
@@ -31,6 +34,8 @@ from .conditioning import (
 )
 from .scheduling import make_sampling_scheduler
 
+logger = logging.get_logger(__name__)
+
 # Wan2.1's standard negative prompt (from the Wan2.1 release; upstream LongVie uses it verbatim).
 WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
@@ -39,7 +44,7 @@ WAN_NEGATIVE_PROMPT = (
 )
 # Unified noise (SPEC §4): a later clip's first latent frame is (1-σ)·z_hist[-1] + σ·ε[0].
 UNIFIED_NOISE_SIGMA = 0.925926
-OFFLOAD_MODES = ("none", "model", "group")
+OFFLOAD_MODES = OFFLOAD_MODE_NAMES  # "none" | "model" | "group" (see longvie.acceleration.offload)
 
 
 class ClipOutput(NamedTuple):
@@ -125,12 +130,6 @@ def _as_prompt_batch(prompt, name: str) -> list[str]:
     return list(prompt)
 
 
-def _flash_attn_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("flash_attn") is not None
-
-
 def validate_clip_settings(num_frames: int, height: int, width: int, num_inference_steps: int) -> None:
     """Shape rules of Wan2.1-I2V (VAE x4 in time, x8 in space, DiT patch 2)."""
     if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4:
@@ -152,61 +151,78 @@ class LongViePipeline(DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder,
                               vae=vae, denoiser=denoiser, image_processor=image_processor)
         self._run_device = None
+        self.attention_choice = None
+        self.offload_mode = None
+        self.vae_tiling = False
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
                         device: str | torch.device | None = None, offload: str = "none",
                         vae_dtype: torch.dtype = torch.float32,
-                        attention_backend: str = "auto") -> "LongViePipeline":
+                        attention_backend: str = "auto", vae_tiling: bool = False) -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
             base_dir: Wan2.1-I2V-14B-480P folder, diffusers layout ("...-Diffusers") or original.
             longvie_dir: folder with ``control.safetensors`` and optionally ``dit.safetensors``.
             torch_dtype: dtype of the DiT, control branch, umT5 and CLIP (bf16 on GPU).
-            device: where to run; defaults to CUDA when available.
-            offload: "none" (all on device), "model" (diffusers model CPU offload: one model on the
-                GPU at a time; fits one 80 GB GPU) or "group" (leaf-level streamed offload for
-                24-48 GB cards; slower).
+            device: where to run; defaults to the GPU when available. "cuda" means
+                ``cuda:<LOCAL_RANK>`` under torchrun, else the current CUDA device.
+            offload: "none" (all on the device), "model" (diffusers model CPU offload: one model
+                on the GPU at a time) or "group" (block-level streamed offload of the denoiser
+                with prefetch, for 24-48 GB cards). GPU and host memory per mode:
+                ``python -m longvie.benchmark --estimate-memory``.
             vae_dtype: the VAE is small and precision-sensitive; float32 by default.
-            attention_backend: "auto" (flash-attn when installed and on CUDA, else PyTorch SDPA),
-                or any diffusers backend name ("native", "flash", "_flash_3", "sage", ...).
+            attention_backend: "auto" (flash-attn 2 where diffusers reports it usable, on sm80+
+                GPUs, with half-precision weights; PyTorch SDPA otherwise), or any diffusers
+                backend name ("native", "flash", "_flash_3", "sage", ...). The choice and the
+                reason are in ``pipe.attention_choice``.
+            vae_tiling: tiled VAE encode/decode (lower peak memory, slightly different pixels);
+                independent of ``offload``.
         """
+        from ..acceleration.attention import select_attention_backend
+        from ..acceleration.devices import resolve_device
         from ..weights.loading import load_base_components, load_denoiser, longvie_weight_paths
 
+        device = resolve_device(device)
+        # Checked before loading: a backend that cannot run fails in seconds, not after the 14B load.
+        choice = select_attention_backend(attention_backend, device, torch_dtype)
         control_path, dit_path = longvie_weight_paths(longvie_dir)
         components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype)
         denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
         pipe = cls(denoiser=denoiser, **components)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if attention_backend == "auto":
-            attention_backend = "flash" if device.type == "cuda" and _flash_attn_available() else "native"
-        if attention_backend != "native":
-            denoiser.set_attention_backend(attention_backend)
+        pipe.set_attention(choice)
         pipe.enable_offload(offload, device)
+        pipe.set_vae_tiling(vae_tiling)
         return pipe
 
-    def enable_offload(self, mode: str, device: str | torch.device = "cuda") -> None:
-        """Place the models: "none", "model" or "group" (see :meth:`from_pretrained`)."""
-        if mode not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {mode!r}")
-        device = torch.device(device)
-        if mode == "none" or device.type == "cpu":
-            self.to(device)
-            self._run_device = device
-        elif mode == "model":
-            self.enable_model_cpu_offload(device=device)
-            self._run_device = device
-        else:
-            from diffusers.hooks import apply_group_offloading
+    def set_attention(self, choice) -> None:
+        """Apply an ``acceleration.attention.AttentionChoice`` to the denoiser and log it."""
+        from ..acceleration.attention import apply_attention
 
-            for module in (self.denoiser.transformer, self.denoiser.control, self.text_encoder, self.image_encoder):
-                apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
-                                       offload_type="leaf_level", use_stream=True)
-            self.vae.to(device)
+        apply_attention(self.denoiser, choice)
+        self.attention_choice = choice
+        logger.info(choice.describe())
+
+    def set_vae_tiling(self, enabled: bool) -> None:
+        """Tiled VAE encode/decode on or off (``self.vae_tiling`` records it)."""
+        if enabled:
             self.vae.enable_tiling()
-            self._run_device = device
+        else:
+            self.vae.disable_tiling()
+        self.vae_tiling = bool(enabled)
+
+    def enable_offload(self, mode: str, device: str | torch.device | None = "cuda") -> None:
+        """Place the models: "none", "model" or "group" (see :meth:`from_pretrained` and
+        ``longvie.acceleration.offload``). "cuda" is resolved to an indexed device first."""
+        from ..acceleration.devices import resolve_device
+        from ..acceleration.offload import enable_offload
+
+        device = resolve_device(device)
+        enable_offload(self, mode, device)
+        self._run_device = device
+        self.offload_mode = mode
 
     @property
     def _execution_device(self):
@@ -299,9 +315,8 @@ class LongViePipeline(DiffusionPipeline):
         sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
         history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
 
-        if noise is None:
-            generator = generator or torch.Generator("cpu").manual_seed(int(seed))
-            noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32, device="cpu")
+        if noise is None:  # drawn on the generator's device (CPU from ``seed`` by default)
+            noise = draw_noise(latent_shape, generator, seed, "cpu")
         latents = noise.to(device=device, dtype=torch.float32).clone()
         if history_latents is not None:
             latents[:, :, :1] = (1 - UNIFIED_NOISE_SIGMA) * history_latents[:, :, -1:] + UNIFIED_NOISE_SIGMA * latents[:, :, :1]

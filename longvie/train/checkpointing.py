@@ -126,7 +126,9 @@ def save_checkpoint(accelerator, model, out_dir, step: int, trainer_state: dict,
         accelerator.save_state(str(tmp / STATE_DIR), exclude_frozen_parameters=True)
     else:
         accelerator.save_state(str(tmp / STATE_DIR))
-    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
+    from .zero import release_tensors
+
+    state_dict = release_tensors(accelerator, model, trainable)  # collective; host copy on the main process only
     if accelerator.is_main_process:
         write_release_weights(tmp, state_dict, trainable, save_dtype)
         atomic_write_json(tmp / TRAINER_STATE, trainer_state)

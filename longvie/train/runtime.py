@@ -1,18 +1,37 @@
 """What a training process needs before its first step: the accelerate ``Accelerator`` and the frozen encoders.
 
 Shared by the trainer and the latent-cache builder (``python -m longvie.train.cache``).
+
+Accelerate configs (configs/accelerate/; GPU and host memory per config:
+``python -m longvie.benchmark --estimate-memory``):
+
+* ``single_gpu.yaml``: one GPU, DeepSpeed ZeRO-2 with the AdamW state and float32 master weights
+  offloaded to the CPU. Needs ``pip install -e .[gpu]`` (deepspeed) and a C++ compiler + ninja
+  for DeepSpeed's CPU Adam op (or a pre-built op, see :mod:`longvie.train.zero`).
+* ``single_gpu_no_deepspeed.yaml``: one GPU, plain PyTorch; the AdamW moments sit on the GPU
+  (does not fit an 80 GB GPU at 352x640x81 for the 14B model; for small models and debugging).
+* ``deepspeed_zero2_8gpu.yaml`` / ``deepspeed_zero2_multinode.yaml``: ZeRO-2 + CPU optimizer
+  offload on 8 GPUs per node (the released setup).
+
+Start-up host RAM: every rank builds the DiT, the control branch and the encoders on the CPU
+before moving them to its GPU (about 50 GiB per rank). :func:`load_in_turns` lets the ranks of a
+node load one (``train.load_ranks_at_once``) at a time, so a node holds one rank's host copy at a
+time instead of eight.
 """
 from __future__ import annotations
 
 import logging
 import os
+from typing import Callable, TypeVar
 
 import torch
 
 from ..presets.config import torch_dtype
 from .inputs import InputEncoder
+from .zero import check_cpu_adam, configure_deepspeed
 
 logger = logging.getLogger("longvie.train")
+T = TypeVar("T")
 
 
 def make_accelerator(config: dict):
@@ -29,7 +48,38 @@ def make_accelerator(config: dict):
         logger.warning("gradient accumulation: the accelerate config says %d, the stage config %d; using %d",
                        accelerator.gradient_accumulation_steps, accum, accum)
         accelerator.gradient_accumulation_steps = accum
+    configure_deepspeed(accelerator, train_cfg)  # train.max_grad_norm is DeepSpeed's gradient_clipping
+    check_cpu_adam(accelerator)  # before hours of loading, not at the first optimizer step
     return accelerator
+
+
+def load_in_turns(accelerator, load: Callable[[], T], at_once: int = 1) -> T:
+    """Run ``load()`` on the ranks of each node ``at_once`` at a time (collective: every rank calls it).
+
+    ``load`` should end with the models on the rank's GPU, so that its host copy is freed before
+    the next ranks start. With one process this is just ``load()``.
+    """
+    if accelerator.num_processes == 1:
+        return load()
+    at_once = max(1, int(at_once))
+    local_rank, local_world = accelerator.local_process_index, _local_world_size(accelerator)
+    result = None
+    for first in range(0, local_world, at_once):
+        if first <= local_rank < first + at_once:
+            logger.info("rank %d: loading the models (ranks %d-%d of this node load now)", accelerator.process_index,
+                        first, min(first + at_once, local_world) - 1)
+            result = load()
+        accelerator.wait_for_everyone()
+    return result
+
+
+def _local_world_size(accelerator) -> int:
+    value = os.environ.get("LOCAL_WORLD_SIZE")
+    if value:
+        return int(value)
+    if torch.cuda.is_available() and torch.cuda.device_count():
+        return min(torch.cuda.device_count(), accelerator.num_processes)
+    return accelerator.num_processes
 
 
 def build_encoder(config: dict, device, text_on_device: bool = True) -> InputEncoder:

@@ -32,7 +32,8 @@ from .degradations import DegradationSettings
 from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
 from .metrics import MetricsLogger
-from .runtime import build_encoder, make_accelerator
+from .runtime import build_encoder, load_in_turns, make_accelerator
+from .zero import keep_frozen_fp32, release_tensors
 
 logger = logging.getLogger("longvie.train")
 
@@ -236,15 +237,20 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
     resume_dir = checkpointing.resolve_resume(resume, out_dir)
     check_before_loading(config)
 
-    # Models: the denoiser (trainable parts in float32) and the frozen encoders.
-    torch.manual_seed(seed)
-    denoiser = build_denoiser(config)
-    denoiser.control.dense_weakening_position = config["degradation"].get("dense_weakening_position", "after")
-    trainable = select_trainable(denoiser, train_cfg["trainable"])
-    if train_cfg["gradient_checkpointing"]:
-        denoiser.enable_gradient_checkpointing()
-    denoiser.to(device).train()
-    encoder = build_encoder(config, device, text_on_device=build_cache or not data_cfg.get("cache_dir"))
+    # Models: the denoiser (trainable parts in float32) and the frozen encoders, loaded by the ranks
+    # of a node in turns so that host RAM holds one rank's CPU copy at a time (runtime.load_in_turns).
+    def load_models():
+        torch.manual_seed(seed)
+        denoiser = build_denoiser(config)
+        denoiser.control.dense_weakening_position = config["degradation"].get("dense_weakening_position", "after")
+        trainable = select_trainable(denoiser, train_cfg["trainable"])
+        if train_cfg["gradient_checkpointing"]:
+            denoiser.enable_gradient_checkpointing()
+        denoiser.to(device).train()
+        encoder = build_encoder(config, device, text_on_device=build_cache or not data_cfg.get("cache_dir"))
+        return denoiser, trainable, encoder
+
+    denoiser, trainable, encoder = load_in_turns(accelerator, load_models, train_cfg.get("load_ranks_at_once", 1))
     if build_cache:
         from .cache import build_latent_cache
 
@@ -264,7 +270,8 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
         ds_config["train_micro_batch_size_per_gpu"] = 1
         ds_config["gradient_accumulation_steps"] = accum
-    model, optimizer = accelerator.prepare(denoiser, optimizer)
+    with keep_frozen_fp32(denoiser):  # DeepSpeed bf16 casts every module; frozen fp32 ones are restored
+        model, optimizer = accelerator.prepare(denoiser, optimizer)
     checkpointing.install_state_hooks(accelerator)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -330,7 +337,8 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
                         overfit_inputs = inputs
                 terms = compute_loss(model, inputs, schedule, generator, config["loss"], dtype)
                 accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and train_cfg["max_grad_norm"]:
+                if accelerator.sync_gradients and train_cfg["max_grad_norm"] and \
+                        not checkpointing.is_deepspeed(accelerator):  # DeepSpeed: its gradient_clipping
                     accelerator.clip_grad_norm_(params, train_cfg["max_grad_norm"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -360,7 +368,7 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
             logger.info("saved %s", path)
 
     # Final weights (no optimizer state), for the next stage and for inference.
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = release_tensors(accelerator, model, trainable)  # only the released tensors, main process
     if accelerator.is_main_process:
         checkpointing.write_release_weights(result.final_dir, state_dict, trainable, save_dtype)
     result.step = step

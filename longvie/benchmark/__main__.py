@@ -1,0 +1,30 @@
+"""``python -m longvie.benchmark``: ``--estimate-memory [--config ...] [--max-vram GiB]`` estimates GPU and
+host memory per mode without a GPU (:mod:`longvie.benchmark.memory`); anything else runs the speed
+benchmark (:mod:`longvie.benchmark.speed`)."""
+from __future__ import annotations
+
+import sys
+
+ESTIMATE_FLAG = "--estimate-memory"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if ESTIMATE_FLAG in argv:
+        from .memory import main as estimate_main
+
+        argv.remove(ESTIMATE_FLAG)
+        return estimate_main(argv)
+    try:
+        from .speed import main as speed_main
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.speed":
+            raise
+        print("the speed benchmark (longvie.benchmark.speed) is not part of this installation yet; "
+              f"`python -m longvie.benchmark {ESTIMATE_FLAG}` estimates memory without a GPU", file=sys.stderr)
+        return 2
+    return speed_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,7 +32,7 @@ CONFIG_KEYS = {"preset": (str,), "base_model_dir": (str, type(None)), "longvie_d
                "dtype": (str,), "offload": (str,), "model": (dict,), "sampling": (dict,)}
 SAMPLING_KEYS = {"num_frames": (int,), "height": (int,), "width": (int,), "steps": (int,), "cfg": (int, float),
                  "shift": (int, float), "seed": (int,), "history_frames": (int,), "resize": (str,),
-                 "negative_prompt": (str, type(None)), "fps": (int, float)}
+                 "negative_prompt": (str, type(None)), "fps": (int, float), "vae_tiling": (bool,)}
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 OFFLOAD_MODES = ("none", "model", "group")
 

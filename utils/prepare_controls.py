@@ -23,7 +23,6 @@ old files until the new ones replace them).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,48 +30,20 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
-from longvie.controls.captioning import PLACEHOLDER_KEY, placeholder_entry_text
+from longvie.controls.condition_folder import (
+    disparity_from_file,
+    placeholder_captions,
+    publish,
+    save_png,
+    staging_folder,
+    write_cond,
+)
 from longvie.controls.depth_estimators import add_depth_arguments, depth_estimator_from_args
 from longvie.controls.driving_video import add_video_arguments, load_driving_video, working_size
 from longvie.controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from longvie.controls.primitives import clip_ranges
-from longvie.media.atomic import atomic_path, atomic_save_npy, atomic_write_json
-from utils.get_track import add_track_arguments
-
-
-def placeholder_captions(count: int) -> list[str]:
-    return [placeholder_entry_text(i) for i in range(count)]
-
-
-def save_png(path: Path, frame: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(frame).save(tmp, format="PNG")
-
-
-def disparity_from_file(path: str | Path, frames: np.ndarray) -> np.ndarray:
-    """A precomputed (T, H, W) disparity for ``frames``, resized to their size when it differs.
-
-    Raises:
-        ValueError: it has fewer frames than the clips use.
-    """
-    import cv2
-
-    from utils.depth_npy2mp4 import load_disparity
-
-    disparity = load_disparity(path)
-    if len(disparity) < len(frames):
-        raise ValueError(f"{path}: {len(disparity)} depth frames, but the clips use {len(frames)} video frames; "
-                         "compute the depth from the same video with the same --frame-step")
-    disparity = disparity[: len(frames)]
-    height, width = frames.shape[1:3]
-    if disparity.shape[1:] == (height, width):
-        return np.asarray(disparity, dtype=np.float32)
-    return np.stack([cv2.resize(np.asarray(d, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-                     for d in disparity])
+from longvie.controls.track_video import add_track_arguments
+from longvie.media.atomic import atomic_save_npy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,47 +67,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths: list[Path],
-               placeholder: bool = False) -> Path:
-    """cond.json: one {"text", "depth", "track"} object per clip, paths relative to the JSON file.
-
-    With ``placeholder`` every entry also gets ``"placeholder": true`` (see the module docstring).
-    """
-    cond = [{"text": text, "depth": depth.name, "track": track.name, **({PLACEHOLDER_KEY: True} if placeholder else {})}
-            for text, depth, track in zip(texts, depth_paths, track_paths, strict=True)]
-    atomic_write_json(out / "cond.json", cond)
-    return out / "cond.json"
-
-
-def staging_folder(out: Path) -> Path:
-    """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; OUT must be a folder (a new or an existing one) — pick another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    return staging
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Move the finished folder into place: a rename when ``out`` is new, else file by file."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    for item in sorted(staging.iterdir()):
-        os.replace(item, out / item.name)
-    staging.rmdir()
-
-
 def build_folder(args, work: Path, log=print) -> tuple[bool, str | None]:
     """Write the whole condition folder into ``work``; returns (captioned, caption error or None)."""
     from tqdm import tqdm
 
+    from longvie.controls.depth_video import normalize_depth_for_clips, write_depth_clips
     from longvie.controls.point_tracking import build_tracker
-    from utils.depth_npy2mp4 import normalize_depth_for_clips, write_depth_clips
-    from utils.get_track import write_track_clips
+    from longvie.controls.track_video import write_track_clips
 
     frames = load_driving_video(args.video, *working_size(args), args.frame_step)
     ranges = clip_ranges(len(frames))

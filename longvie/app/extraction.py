@@ -1,40 +1,25 @@
 """A driving video -> a condition folder, the way ``utils/prepare_controls.py`` makes it, in stages
 the page shows one progress bar each for.
 
-The stages call the same functions as the script (:mod:`longvie.controls` for reading the video,
-depth estimation and tracking; ``utils.depth_npy2mp4`` / ``utils.get_track`` /
-``utils.prepare_controls`` for normalising, writing the clips and cond.json); nothing is
-re-implemented here. Captions are the script's placeholders, which the page's prompt table replaces.
+The stages call the same library functions as the script (:mod:`longvie.controls`: reading the video,
+depth estimation, tracking, ``depth_video`` / ``track_video`` / ``condition_folder`` for normalising,
+writing the clips and cond.json); nothing is re-implemented here. Captions are the script's placeholders, which the page's prompt table replaces.
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..controls.driving_video import load_driving_video
-from ..controls.primitives import clip_ranges
+from ..controls.primitives import DEFAULT_GRID, clip_ranges
 
-__all__ = ["ExtractionOptions", "extract_controls", "STAGES", "utils_module"]
+__all__ = ["ExtractionOptions", "extract_controls", "STAGES"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("reading the video", "depth estimation", "depth videos", "track videos")
 
 # progress(stage, done, total): one call when a stage starts (done 0) and after each unit of work.
 StageProgress = Callable[[str, int, int], None]
-
-
-def utils_module(name: str):
-    """``utils.<name>`` of this repository (the extraction scripts), importable from any directory."""
-    try:
-        return importlib.import_module(f"utils.{name}")
-    except ModuleNotFoundError:
-        if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "utils" / f"{name}.py").is_file():
-            sys.path.append(str(REPO_ROOT))
-            return importlib.import_module(f"utils.{name}")
-        raise
 
 
 @dataclass(frozen=True)
@@ -53,7 +38,7 @@ class ExtractionOptions:
     depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
     local_files_only: bool = False
     track_backend: str = "lk"
-    grid: int = 70
+    grid: int = DEFAULT_GRID  # 50x50, as upstream and the released example
     device: str | None = None
 
 
@@ -84,12 +69,12 @@ def extract_controls(video: str | Path, out: str | Path, options: ExtractionOpti
         ValueError, RuntimeError, FileNotFoundError: an unreadable or too short video, a missing
             depth model or checkpoint (messages from the extraction library, naming the fix).
     """
+    from ..controls import condition_folder as prepare
+    from ..controls import depth_video as depth_tools
+    from ..controls import track_video as track_tools
     from ..controls.depth_estimators import build_depth_estimator
     from ..controls.point_tracking import build_tracker
 
-    prepare = utils_module("prepare_controls")
-    depth_tools = utils_module("depth_npy2mp4")
-    track_tools = utils_module("get_track")
     out = Path(out)
     o = options
 

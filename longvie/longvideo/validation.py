@@ -26,7 +26,7 @@ from typing import Sequence
 
 from .. import LongVieError
 from ..controls.captioning import is_placeholder_prompt
-from ..media.video_io import RESIZE_MODES, count_frames, load_image, probe_video, read_video, resolve_resize_mode
+from ..media.video_io import RESIZE_MODES, load_image, probe_video, resolve_resize_mode
 
 __all__ = ["InputValidationError", "ClipCondition", "ValidatedInputs", "load_conditions", "validate_inputs",
            "check_clip_settings", "resolve_condition_path", "PATH_RULES"]

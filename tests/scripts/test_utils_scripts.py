@@ -166,7 +166,7 @@ def test_prepare_controls_default_size_marks_and_placeholders(tmp_path, capsys):
 def test_prepare_controls_failure_leaves_no_folder(tmp_path, capsys, monkeypatch):
     """A failure late in the run (here: writing the track videos) leaves neither OUT nor a staging folder,
     and an existing OUT keeps its old files."""
-    import utils.get_track as get_track
+    import longvie.controls.track_video as track_video
 
     write_video(tmp_path / "drive.mp4", panning_video(81, 32, 48))
     np.save(tmp_path / "d.npy", np.ones((81, 32, 48), np.float32))
@@ -176,7 +176,7 @@ def test_prepare_controls_failure_leaves_no_folder(tmp_path, capsys, monkeypatch
     def broken(*_, **__):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(get_track, "write_track_clips", broken)
+    monkeypatch.setattr(track_video, "write_track_clips", broken)
     assert prepare_controls.main(args) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "drive.mp4"]

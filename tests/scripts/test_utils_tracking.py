@@ -88,7 +88,7 @@ def test_cotracker_wrapper_plumbing():
 
 
 def test_render_clip_tracks_with_depth_colours():
-    from utils.get_track import render_clip_tracks
+    from longvie.controls.track_video import render_clip_tracks
 
     frames = textured_pan(num_frames=5)
     depth = np.zeros((96, 128), dtype=np.uint8)

@@ -1,0 +1,81 @@
+"""A LongVie condition folder on disk (first.png, depth_XX.mp4, track_XX.mp4, cond.json), built in a
+hidden staging folder and moved into place only when complete.
+
+Used by ``utils/prepare_controls.py`` and the app's extraction stage.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..media.atomic import atomic_path, atomic_write_json
+from .captioning import PLACEHOLDER_KEY, placeholder_entry_text
+from .depth_video import load_disparity
+
+
+def placeholder_captions(count: int) -> list[str]:
+    return [placeholder_entry_text(i) for i in range(count)]
+
+
+def save_png(path: Path, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(frame).save(tmp, format="PNG")
+
+
+def disparity_from_file(path: str | Path, frames: np.ndarray) -> np.ndarray:
+    """A precomputed (T, H, W) disparity for ``frames``, resized to their size when it differs.
+
+    Raises:
+        ValueError: it has fewer frames than the clips use.
+    """
+    import cv2
+
+    disparity = load_disparity(path)
+    if len(disparity) < len(frames):
+        raise ValueError(f"{path}: {len(disparity)} depth frames, but the clips use {len(frames)} video frames; "
+                         "compute the depth from the same video with the same --frame-step")
+    disparity = disparity[: len(frames)]
+    height, width = frames.shape[1:3]
+    if disparity.shape[1:] == (height, width):
+        return np.asarray(disparity, dtype=np.float32)
+    return np.stack([cv2.resize(np.asarray(d, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+                     for d in disparity])
+
+
+def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths: list[Path],
+               placeholder: bool = False) -> Path:
+    """cond.json: one {"text", "depth", "track"} object per clip, paths relative to the JSON file.
+
+    With ``placeholder`` every entry also gets ``"placeholder": true`` (see the module docstring).
+    """
+    cond = [{"text": text, "depth": depth.name, "track": track.name, **({PLACEHOLDER_KEY: True} if placeholder else {})}
+            for text, depth, track in zip(texts, depth_paths, track_paths, strict=True)]
+    atomic_write_json(out / "cond.json", cond)
+    return out / "cond.json"
+
+
+def staging_folder(out: Path) -> Path:
+    """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; OUT must be a folder (a new or an existing one) — pick another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the finished folder into place: a rename when ``out`` is new, else file by file."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    for item in sorted(staging.iterdir()):
+        os.replace(item, out / item.name)
+    staging.rmdir()

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offload", choices=("none", "model", "group"), help="GPU memory mode")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available; cpu for tiny)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--sp", type=int, default=1, metavar="N",
+                        help="sequence parallelism over N ranks (start with torchrun --nproc_per_node N[*2])")
+    parser.add_argument("--cfg-parallel", action="store_true",
+                        help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
+    parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
     return parser
 
 
@@ -150,7 +155,7 @@ def default_example(config: dict, clips: int | None) -> Path:
     return cond
 
 
-def pipeline_loader(config: dict, device: str | None):
+def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1):
     """A function that loads the pipeline of ``config`` (called only when a clip must be made)."""
 
     def load():
@@ -166,8 +171,11 @@ def pipeline_loader(config: dict, device: str | None):
         else:
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
         target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
-        return LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
+        pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none")
+        if sequence_degree * cfg_degree > 1:
+            pipe.enable_parallelism(sequence_degree, cfg_degree)
+        return pipe
 
     return load
 
@@ -236,19 +244,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
-    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device),
-                               progress=not args.no_progress)
+    cfg_degree = 2 if args.cfg_parallel else 1
+    rank, run_out = 0, out
+    if args.sp * cfg_degree > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        # several ranks, one video: only rank 0 writes --out; the others work on a private copy
+        import torch.distributed as dist
+
+        from ..acceleration.parallel import init_distributed
+        from .ranks import follower_run_dir
+
+        rank, world = init_distributed()
+        if world != args.sp * cfg_degree:
+            print(f"error: --sp {args.sp}{' --cfg-parallel' if args.cfg_parallel else ''} needs "
+                  f"{args.sp * cfg_degree} ranks, torchrun started {world}", file=sys.stderr)
+            return 2
+        dist.barrier()
+        if rank:
+            run_out = follower_run_dir(out, rank)
+        dist.barrier()
+    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device, args.sp, cfg_degree),
+                               progress=not args.no_progress and rank == 0)
+    if args.cfg_batch:
+        sampler.pipe_kwargs = {"cfg_batch": True}
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
     from ..weights.loading import WeightsError  # imports torch and diffusers: only once inputs are valid
 
     try:
-        result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
+        result = sampler(run_out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
                          redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
                          command=command, notes=inputs.notes)
     except (RunMismatchError, RunLockedError, InputValidationError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if run_out != out:
+        from .ranks import remove_follower_run_dir
+
+        remove_follower_run_dir(run_out)
+        return 0
     run_dir = result.run_dir.resolve()
     print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
           f"at {settings.fps} fps)")

@@ -163,6 +163,7 @@ class LongVideoSampler:
         self._pipe = pipe
         self._load_pipe = load_pipe
         self.progress = progress
+        self.pipe_kwargs: dict = {}  # speed-only pipeline options (e.g. cfg_batch): same math, not recorded
 
     @property
     def pipe(self):
@@ -280,7 +281,9 @@ class LongVideoSampler:
         else:
             record = manifest["clips"][start - 1]
             previous = run.load_clip_state(start - 1, record["state_sha256"])
-        extra = {} if s.negative_prompt is None else {"negative_prompt": s.negative_prompt}
+        extra = dict(self.pipe_kwargs)
+        if s.negative_prompt is not None:
+            extra["negative_prompt"] = s.negative_prompt
 
         clip_bar = tqdm(total=len(clips), initial=start, desc="clips", unit="clip", disable=not self.progress,
                         dynamic_ncols=True)

@@ -155,12 +155,18 @@ def default_example(config: dict, clips: int | None) -> Path:
     return cond
 
 
+_LOADED_PIPELINES: dict = {}  # the last loaded pipeline, reused by later runs of the same process
+
+
 def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1):
     """A function that loads the pipeline of ``config`` (called only when a clip must be made)."""
 
     def load():
         import torch
 
+        key = (repr(sorted(config.items(), key=str)), device, sequence_degree, cfg_degree)
+        if key in _LOADED_PIPELINES:
+            return _LOADED_PIPELINES[key]
         from ..presets.config import torch_dtype
         from ..sampling.pipeline import LongViePipeline
 
@@ -175,6 +181,8 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
                                                device=target, offload=config.get("offload") or "none")
         if sequence_degree * cfg_degree > 1:
             pipe.enable_parallelism(sequence_degree, cfg_degree)
+        _LOADED_PIPELINES.clear()  # one model in memory at a time
+        _LOADED_PIPELINES[key] = pipe
         return pipe
 
     return load
@@ -205,7 +213,8 @@ def _setup_console_logging() -> None:
     package_logger.setLevel(logging.INFO)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, single_process: bool = False) -> int:
+    """``single_process``: ignore torchrun's WORLD_SIZE (each rank makes its own videos: longvideo.batch)."""
     args = build_parser().parse_args(argv)
     _setup_console_logging()
     try:
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
     cfg_degree = 2 if args.cfg_parallel else 1
     rank, run_out = 0, out
-    if args.sp * cfg_degree > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if args.sp * cfg_degree > 1 or (not single_process and int(os.environ.get("WORLD_SIZE", 1)) > 1):
         # several ranks, one video: only rank 0 writes --out; the others work on a private copy
         import torch.distributed as dist
 

@@ -46,6 +46,14 @@ def apply_regional_compile(denoiser: LongVieDenoiser, config: CompileConfig | No
     return sum(type(m).__name__ in repeated for m in denoiser.modules())
 
 
+def remove_regional_compile(denoiser: LongVieDenoiser) -> None:
+    """Back to eager blocks (undoes :func:`apply_regional_compile`)."""
+    repeated = set(denoiser._repeated_blocks)
+    for module in denoiser.modules():
+        if type(module).__name__ in repeated:
+            module._compiled_call_impl = None
+
+
 def inductor_available() -> str | None:
     """None when inductor can generate CPU code here, else the reason (no C++ compiler, ...)."""
     import shutil

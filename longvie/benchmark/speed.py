@@ -17,8 +17,8 @@ compilation) unless ``--no-warmup``.
 
 Modes (each a flag; "exact" always runs first): ``--cfg-batch`` (guidance as one batch of 2),
 ``--compile`` (regional compilation of the repeated blocks), ``--cache KIND`` (step caching),
-``--fp8`` (FP8 weight storage, bf16 compute). Modes that change the model in place (compile, fp8)
-run after the others and stay applied for the modes after them.
+``--fp8`` (FP8 weight storage, bf16 compute). Compilation is undone after its run; FP8 storage cannot
+be undone and runs last.
 """
 from __future__ import annotations
 
@@ -121,13 +121,20 @@ class Mode:
 
     name: str
     call_kwargs: dict = field(default_factory=dict)
-    apply: Callable | None = None     # apply(pipe) -> None, in place (irreversible)
+    apply: Callable | None = None     # apply(pipe) -> None, in place
+    undo: Callable | None = None      # undo(pipe) -> None after the mode's run; None = stays applied
 
 
 def _compile(pipe):
     from ..acceleration.compile import apply_regional_compile
 
     apply_regional_compile(pipe.denoiser)
+
+
+def _uncompile(pipe):
+    from ..acceleration.compile import remove_regional_compile
+
+    remove_regional_compile(pipe.denoiser)
 
 
 def _fp8(pipe):
@@ -145,7 +152,7 @@ def selected_modes(args) -> list[Mode]:
 
         modes.append(Mode(f"cache-{kind}", {"step_cache": StepCacheConfig(kind=kind, threshold=args.cache_threshold)}))
     if args.compile:
-        modes.append(Mode("compile", apply=_compile))
+        modes.append(Mode("compile", apply=_compile, undo=_uncompile))
     if args.fp8:
         modes.append(Mode("fp8", apply=_fp8))
     return modes
@@ -258,6 +265,8 @@ def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict
             total = time.perf_counter() - started
     finally:
         pipe.stage_timer = None
+        if mode.undo is not None:
+            mode.undo(pipe)
     result = {"mode": mode.name, "seconds_per_clip": total, "seconds_per_step": timer.seconds["denoise"] / args.steps,
               "stages": {name: timer.seconds.get(name, 0.0) for name in STAGES},
               "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,

@@ -81,7 +81,7 @@ class ParallelState:
         parts, rank = self.sequence_degree, self.sequence_rank
         if parts == 1:
             return clip
-        num_clip = clip.image_tokens.shape[1]
+        num_clip = clip.dense.shape[1]
         num_history = clip.num_history
         shard = num_clip // parts
         if num_clip % parts:
@@ -94,7 +94,7 @@ class ParallelState:
                                          _shard(table[:, num_history:], rank, parts, 1, "clip tokens")], dim=1)
                               for table in clip.main_rope)
         return clip.replace(
-            image_tokens=_shard(clip.image_tokens, rank, parts, 1, "clip tokens"),
+            image_tokens=None if clip.image_tokens is None else _shard(clip.image_tokens, rank, parts, 1, "clip tokens"),
             history_tokens=history_tokens,
             dense=_shard(clip.dense, rank, parts, 1, "clip tokens"),
             sparse=_shard(clip.sparse, rank, parts, 1, "clip tokens"),

@@ -68,8 +68,10 @@ class PreparedClip:
     batch: int
     context: torch.Tensor                      # (B, L, dim) after the DiT's text and image embedders
     control_context: torch.Tensor              # (B, L, dim/2) control_text_linear(context)
-    image_tokens: torch.Tensor                 # (B, n, dim) float32: patch embedding of the 20 mask/image
-    #                                            channels, conv bias included (the conv is linear in its input)
+    image_tokens: torch.Tensor | None          # (B, n, dim) float32: patch embedding of the 20 mask/image
+    #                                            channels, conv bias included (the conv is linear in its input);
+    #                                            None when an offload hook streams the patch embedding's weight
+    image_latents: torch.Tensor                # (B, 20, F, H, W), for the unsplit embedding when image_tokens is None
     history_tokens: torch.Tensor | None        # (B, nh, dim) patch embedding of [ones(20), history latents]
     dense: torch.Tensor                        # (B, n, dim/2) control input after its projection
     sparse: torch.Tensor                       # (B, n, dim/2)
@@ -208,8 +210,10 @@ class LongVieDenoiser(nn.Module):
         # 2. patch embeddings: the image part of the DiT input (the conv is linear: W·[x; c] + b = W_x·x + (W_c·c + b)),
         #    the history tokens, the control tokens and their input projections
         weight, bias = t.patch_embedding.weight, t.patch_embedding.bias
-        image_tokens = F.conv3d(image_latents.float(), weight[:, LATENT_CHANNELS:].float(), bias.float(),
-                                stride=t.patch_embedding.stride).flatten(2).transpose(1, 2)  # (B, N, dim) float32
+        image_tokens = None
+        if weight.device == image_latents.device:  # else: an offload hook brings the weight in per call
+            image_tokens = F.conv3d(image_latents.float(), weight[:, LATENT_CHANNELS:].float(), bias.float(),
+                                    stride=t.patch_embedding.stride).flatten(2).transpose(1, 2)  # (B, N, dim) fp32
         clip_rope = rotary_embedding(t.rope, *grid, device=image_latents.device)
         history_tokens, main_rope = None, clip_rope
         if history_latents is not None:
@@ -222,7 +226,8 @@ class LongVieDenoiser(nn.Module):
         dense, sparse = self.control.prepare_tokens(self._embed(dense_latents), self._embed(sparse_latents),
                                                     dense_scale)
         return PreparedClip(grid=grid, batch=batch, context=context, control_context=control_context,
-                            image_tokens=image_tokens, history_tokens=history_tokens, dense=dense, sparse=sparse,
+                            image_tokens=image_tokens, image_latents=image_latents, history_tokens=history_tokens,
+                            dense=dense, sparse=sparse,
                             main_rope=main_rope, control_rope=clip_rope)
 
     # ------------------------------------------------------------------ per call
@@ -308,9 +313,13 @@ class LongVieDenoiser(nn.Module):
 
         # 2. main stream: [history tokens, clip tokens]; clip tokens = W_x·latents + prepared image part
         weight = t.patch_embedding.weight
-        latent_tokens = F.conv3d(latents.to(weight.dtype), weight[:, :LATENT_CHANNELS], None,
-                                 stride=t.patch_embedding.stride).flatten(2).transpose(1, 2)  # (B, N, dim)
-        tokens = (latent_tokens[:, clip.clip_tokens] + clip.image_tokens).to(weight.dtype)  # (B, n, dim)
+        if clip.image_tokens is not None:
+            latent_tokens = F.conv3d(latents.to(weight.dtype), weight[:, :LATENT_CHANNELS], None,
+                                     stride=t.patch_embedding.stride).flatten(2).transpose(1, 2)  # (B, N, dim)
+            tokens = (latent_tokens[:, clip.clip_tokens] + clip.image_tokens).to(weight.dtype)  # (B, n, dim)
+        else:  # the unsplit 36-channel embedding, through the module (and its offload hook)
+            tokens = self._embed(torch.cat([latents.to(clip.image_latents.dtype), clip.image_latents], dim=1))
+            tokens = tokens[:, clip.clip_tokens]                                      # (B, n, dim)
         if clip.history_tokens is not None:
             tokens = torch.cat([clip.history_tokens, tokens], dim=1)                 # (B, nh + n, dim)
 

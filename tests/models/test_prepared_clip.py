@@ -67,3 +67,25 @@ def test_block_stack_hook_sees_every_block(denoiser):
 
     assert torch.equal(denoiser(**x, block_stack=block_stack), denoiser(**x))
     assert calls == [len(denoiser.transformer.blocks)]
+
+
+@torch.no_grad()
+def test_streamed_patch_embedding_uses_the_module_call(denoiser, monkeypatch):
+    """When an offload hook keeps the patch embedding's weight elsewhere, the 36-channel embedding goes
+    through the module (and its hook): same result."""
+    x = make_inputs()
+    reference = denoiser(**x)
+    conv = denoiser.transformer.patch_embedding
+    meta_weight = torch.nn.Parameter(conv.weight.detach().to("meta"))
+    real_weight = conv.weight
+    calls = []
+
+    def streamed_forward(inputs):  # what a group-offload hook does: the real weight only inside forward
+        calls.append(inputs.shape[1])
+        return F.conv3d(inputs, real_weight, conv.bias, stride=conv.stride)
+
+    monkeypatch.setattr(conv, "weight", meta_weight)
+    monkeypatch.setattr(conv, "forward", streamed_forward)
+    out = denoiser(**x)
+    assert 36 in calls
+    assert torch.allclose(out, reference, atol=1e-5)

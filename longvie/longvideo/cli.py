@@ -170,6 +170,9 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
         from ..presets.config import torch_dtype
         from ..sampling.pipeline import LongViePipeline
 
+        ranks = sequence_degree * cfg_degree
+        if ranks > 1 and torch.distributed.get_rank() != 0:
+            torch.distributed.barrier()  # rank 0 first: it writes the tiny checkpoints; staggers host RAM
         if is_tiny(config):
             from ..presets.tiny import write_tiny_checkpoints
 
@@ -179,7 +182,9 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
         target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
         pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none")
-        if sequence_degree * cfg_degree > 1:
+        if ranks > 1 and torch.distributed.get_rank() == 0:
+            torch.distributed.barrier()
+        if ranks > 1:
             pipe.enable_parallelism(sequence_degree, cfg_degree)
         _LOADED_PIPELINES.clear()  # one model in memory at a time
         _LOADED_PIPELINES[key] = pipe

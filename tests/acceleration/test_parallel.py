@@ -50,3 +50,26 @@ def test_config_checks():
     with pytest.raises(ValueError, match="cfg_degree"):
         ParallelConfig(2, 3)
     assert ParallelConfig(4, 2).world_size == 8
+
+
+@pytest.mark.slow
+def test_sample_cli_under_torchrun_only_rank0_writes(tmp_path):
+    """torchrun -m longvie.sample --sp 2: one run directory (rank 0's), the same clip as one process."""
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1",
+               LONGVIE_CACHE=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    common = ["--preset", "tiny", "--clips", "1", "--steps", "2", "--no-progress"]
+    parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "longvie.sample", *common, "--sp", "2", "--out", str(tmp_path / "sp")],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert parallel.returncode == 0, parallel.stdout[-3000:] + parallel.stderr[-5000:]
+    single = subprocess.run([sys.executable, "-m", "longvie.sample", *common, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-5000:]
+    assert not list((tmp_path / "scratch").glob("longvie_rank*")), "the other rank's private copy is removed"
+    a = load_file(str(tmp_path / "sp" / "state" / "clip_000.safetensors"))
+    b = load_file(str(tmp_path / "one" / "state" / "clip_000.safetensors"))
+    assert torch.equal(a["noise"], b["noise"])
+    assert (a["frames"].int() - b["frames"].int()).abs().max() <= 1

@@ -5,6 +5,8 @@
 #                                               # on the synthetic example
 #   bash sample_longvideo.sh --cond path/cond.json --image path/first.png --out outputs/my_run
 #   bash sample_longvideo.sh --preset tiny      # no weights needed: tiny random model on the CPU
+#   bash sample_longvideo.sh --gpus 8 ...       # one video on 8 GPUs (torchrun): CFG-parallel x
+#                                               # sequence parallel 4 (odd N: sequence parallel N)
 #
 # Extra arguments go to `python -m longvie.sample` (see --help); a later --preset/--config replaces
 # the default config. Relative paths are relative to the current directory. Re-running the same
@@ -17,4 +19,18 @@ if [[ -z "$PYTHON" ]]; then
     exit 2
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "$@"
+GPUS=1
+ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --gpus) GPUS="$2"; shift 2 ;;
+    --gpus=*) GPUS="${1#--gpus=}"; shift ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+if [[ "$GPUS" -le 1 ]]; then
+  exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${ARGS[@]+"${ARGS[@]}"}"
+fi
+if (( GPUS % 2 == 0 )); then PARALLEL=(--cfg-parallel --sp $((GPUS / 2))); else PARALLEL=(--sp "$GPUS"); fi
+exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m longvie.sample \
+  --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${PARALLEL[@]}" "${ARGS[@]+"${ARGS[@]}"}"

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vae-tiling", dest="vae_tiling", action=argparse.BooleanOptionalAction, default=None,
                         help="tiled VAE encode/decode (lower peak memory; recorded in the run) [off]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--sp", type=int, default=1, metavar="N",
+                        help="sequence parallelism over N ranks (start with torchrun --nproc_per_node N[*2])")
+    parser.add_argument("--cfg-parallel", action="store_true",
+                        help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
+    parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
     return parser
 
 
@@ -174,15 +179,24 @@ def default_example(config: dict, clips: int | None) -> Path:
     return cond
 
 
-def pipeline_loader(config: dict, device: str | None):
+_LOADED_PIPELINES: dict = {}  # the last loaded pipeline, reused by later runs of the same process
+
+
+def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1):
     """A function that loads the pipeline of ``config`` (called only when a clip must be made)."""
 
     def load():
         import torch
 
+        key = (repr(sorted(config.items(), key=str)), device, sequence_degree, cfg_degree)
+        if key in _LOADED_PIPELINES:
+            return _LOADED_PIPELINES[key]
         from ..presets.config import torch_dtype
         from ..sampling.pipeline import LongViePipeline
 
+        ranks = sequence_degree * cfg_degree
+        if ranks > 1 and torch.distributed.get_rank() != 0:
+            torch.distributed.barrier()  # rank 0 first: it writes the tiny checkpoints; staggers host RAM
         if is_tiny(config):
             from ..presets.tiny import write_tiny_checkpoints
 
@@ -190,9 +204,16 @@ def pipeline_loader(config: dict, device: str | None):
         else:
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
         target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
-        return LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
+        pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none",
                                                vae_tiling=bool(config["sampling"].get("vae_tiling", False)))
+        if ranks > 1 and torch.distributed.get_rank() == 0:
+            torch.distributed.barrier()
+        if ranks > 1:
+            pipe.enable_parallelism(sequence_degree, cfg_degree)
+        _LOADED_PIPELINES.clear()  # one model in memory at a time
+        _LOADED_PIPELINES[key] = pipe
+        return pipe
 
     return load
 
@@ -233,12 +254,15 @@ class _Session:
         return None if self.sampler is None else self.sampler.finished_clips
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, single_process: bool = False) -> int:
     """``python -m longvie.sample``: known errors print their message (exit 2 for bad input, 1 for a
-    fault), Ctrl-C exits 130, anything else prints one line naming the log file with the traceback."""
+    fault), Ctrl-C exits 130, anything else prints one line naming the log file with the traceback.
+
+    ``single_process``: ignore torchrun's WORLD_SIZE (each rank makes its own videos: longvideo.batch).
+    """
     session = _Session()
     try:
-        return _run(argv, session)
+        return _run(argv, session, single_process)
     except KeyboardInterrupt:
         done = session.finished_clips()
         if done:
@@ -316,7 +340,7 @@ def _unexpected(err: BaseException, session: _Session) -> int:
     return 1
 
 
-def _run(argv: list[str] | None, session: _Session) -> int:
+def _run(argv: list[str] | None, session: _Session, single_process: bool = False) -> int:
     args = build_parser().parse_args(argv)
     _setup_console_logging()
     try:
@@ -383,14 +407,39 @@ def _run(argv: list[str] | None, session: _Session) -> int:
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
-    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device),
-                               progress=not args.no_progress)
+    cfg_degree = 2 if args.cfg_parallel else 1
+    rank, run_out = 0, out
+    if args.sp * cfg_degree > 1 or (not single_process and int(os.environ.get("WORLD_SIZE", 1)) > 1):
+        # several ranks, one video: only rank 0 writes --out; the others work on a private copy
+        import torch.distributed as dist
+
+        from ..acceleration.parallel import init_distributed
+        from .ranks import follower_run_dir
+
+        rank, world = init_distributed()
+        if world != args.sp * cfg_degree:
+            print(f"error: --sp {args.sp}{' --cfg-parallel' if args.cfg_parallel else ''} needs "
+                  f"{args.sp * cfg_degree} ranks, torchrun started {world}", file=sys.stderr)
+            return 2
+        dist.barrier()
+        if rank:
+            run_out = follower_run_dir(out, rank)
+        dist.barrier()
+    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device, args.sp, cfg_degree),
+                               progress=not args.no_progress and rank == 0)
     session.sampler = sampler
+    if args.cfg_batch:
+        sampler.pipe_kwargs = {"cfg_batch": True}
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
-    result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
+    result = sampler(run_out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
                      redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
                      command=command, notes=inputs.notes, allow_placeholder_prompts=args.allow_placeholder_prompts)
+    if run_out != out:
+        from .ranks import remove_follower_run_dir
+
+        remove_follower_run_dir(run_out)
+        return 0
     run_dir = result.run_dir.resolve()
     print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
           f"at {settings.fps} fps)")

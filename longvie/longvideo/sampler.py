@@ -190,6 +190,7 @@ class LongVideoSampler:
         self._load_pipe = load_pipe
         self.progress = progress
         self.finished_clips: int | None = None  # clips 0..n-1 finished in the run being worked on
+        self.pipe_kwargs: dict = {}  # speed-only pipeline options (e.g. cfg_batch): same math, not recorded
 
     @property
     def pipe(self):
@@ -324,7 +325,9 @@ class LongVideoSampler:
         else:
             record = manifest["clips"][start - 1]
             previous = run.load_clip_state(start - 1, record["state_sha256"])
-        extra = {} if s.negative_prompt is None else {"negative_prompt": s.negative_prompt}
+        extra = dict(self.pipe_kwargs)
+        if s.negative_prompt is not None:
+            extra["negative_prompt"] = s.negative_prompt
         if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
             self.pipe.set_vae_tiling(s.vae_tiling)
         final_latents_finite: list = []

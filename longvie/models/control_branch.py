@@ -33,6 +33,8 @@ class LongVieControlBranch(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     _no_split_modules = ["WanTransformerBlock"]
     _keep_in_fp32_modules = ["scale_shift_table", "norm1", "norm2", "norm3"]
+    _repeated_blocks = ["WanTransformerBlock"]  # regional compilation (ModelMixin.compile_repeated_blocks)
+    _skip_layerwise_casting_patterns = ["norm", "control_t_mod"]
 
     @register_to_config
     def __init__(
@@ -77,20 +79,18 @@ class LongVieControlBranch(ModelMixin, ConfigMixin):
     # or "before" it (upstream's stage-3 code). Set by the trainer from degradation.dense_weakening_position.
     dense_weakening_position = "after"
 
-    def prepare(self, dense_tokens: torch.Tensor, sparse_tokens: torch.Tensor, context: torch.Tensor,
-                t_mod: torch.Tensor, dense_scale: torch.Tensor | float | None = None):
-        """Project main-width inputs to branch width.
+    def prepare_tokens(self, dense_tokens: torch.Tensor, sparse_tokens: torch.Tensor,
+                       dense_scale: torch.Tensor | float | None = None):
+        """Project the main-width control tokens to branch width (once per clip at inference).
 
         Args:
             dense_tokens, sparse_tokens: (B, N, main_dim) patch embeddings of the control inputs.
-            context: (B, L_img + 512, main_dim) DiT context after its text and image embedders.
-            t_mod: (B, 6, main_dim) timestep modulation of the main DiT.
-            dense_scale: optional (B,) or scalar multiplier of the dense tokens (training-time
+            dense_scale: optional (B,) or scalar multiplier of the dense tokens (stage-1
                 "feature-level dense weakening", SPEC §6); None at inference. Applied to the output of
                 control_initial_combine_linear_dense, or to its input when ``dense_weakening_position``
                 is "before" (upstream's stage-3 code; the Linear's bias makes the order matter).
         Returns:
-            dense (B, N, dim), sparse (B, N, dim), control context (B, L, dim), control t_mod (B, 6, dim).
+            dense (B, N, dim), sparse (B, N, dim).
         """
         if dense_scale is not None and torch.is_tensor(dense_scale) and dense_scale.ndim == 1:
             dense_scale = dense_scale.view(-1, 1, 1)
@@ -98,7 +98,17 @@ class LongVieControlBranch(ModelMixin, ConfigMixin):
         dense = self.control_initial_combine_linear_dense(dense_tokens * dense_scale if before else dense_tokens)
         if dense_scale is not None and not before:
             dense = dense * dense_scale
-        sparse = self.control_initial_combine_linear_sparse(sparse_tokens)
+        return dense, self.control_initial_combine_linear_sparse(sparse_tokens)
+
+    def prepare(self, dense_tokens: torch.Tensor, sparse_tokens: torch.Tensor, context: torch.Tensor,
+                t_mod: torch.Tensor, dense_scale: torch.Tensor | float | None = None):
+        """All input projections of one call: :meth:`prepare_tokens`, then the context (B, L, main_dim)
+        and timestep modulation (B, 6, main_dim) projections.
+
+        Returns:
+            dense (B, N, dim), sparse (B, N, dim), control context (B, L, dim), control t_mod (B, 6, dim).
+        """
+        dense, sparse = self.prepare_tokens(dense_tokens, sparse_tokens, dense_scale)
         return dense, sparse, self.control_text_linear(context), self.control_t_mod(t_mod)
 
     def step(self, index: int, dense: torch.Tensor, sparse: torch.Tensor, context: torch.Tensor,

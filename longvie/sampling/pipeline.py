@@ -9,6 +9,7 @@ SPEC §4. Typical use::
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from .conditioning import (
     vae_decode,
     vae_encode,
 )
+from .guidance import GuidedVelocity
 from .scheduling import make_sampling_scheduler
 
 logger = logging.get_logger(__name__)
@@ -154,7 +156,21 @@ class LongViePipeline(DiffusionPipeline):
         self.attention_choice = None
         self.offload_mode = None
         self.vae_tiling = False
+        self._parallel = None      # acceleration.parallel.ParallelState, set by enable_parallelism
+        self.stage_timer = None    # optional f(stage name) -> context manager, set by the benchmark
 
+    def _stage(self, name: str):
+        """Context manager around one stage of __call__ (timed by the benchmark; a no-op otherwise)."""
+        return self.stage_timer(name) if self.stage_timer is not None else contextlib.nullcontext()
+
+    def enable_parallelism(self, sequence_degree: int = 1, cfg_degree: int = 1) -> None:
+        """Spread each denoiser call over the ranks of ``torch.distributed`` (started by torchrun):
+        ``cfg_degree`` 2 puts the guidance branches on different ranks, ``sequence_degree`` N splits the
+        token streams over N ranks (Ulysses attention). sequence_degree * cfg_degree = world size.
+        See :mod:`longvie.acceleration.parallel`."""
+        from ..acceleration.parallel import ParallelConfig, apply_parallelism
+
+        self._parallel = apply_parallelism(self.denoiser, ParallelConfig(sequence_degree, cfg_degree))
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
@@ -253,6 +269,8 @@ class LongViePipeline(DiffusionPipeline):
         resize_mode: str = "auto",
         control_scale: float = 1.0,
         callback_on_step_end: Callable | None = None,
+        cfg_batch: bool = False,
+        step_cache=None,
     ) -> ClipOutput:
         """Generate one clip.
 
@@ -269,6 +287,9 @@ class LongViePipeline(DiffusionPipeline):
                 (resize short side + centre crop, upstream training) or "stretch" (plain resize, upstream inference).
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
                 may return a dict with a replacement "latents".
+            cfg_batch: run the guidance branches as one batch of 2 (faster on a GPU, more memory).
+            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig` (off by
+                default): skip most blocks on steps where the first block's change is small.
         Returns:
             ``ClipOutput(frames, noise)``.
         """
@@ -306,14 +327,18 @@ class LongViePipeline(DiffusionPipeline):
             return torch.cat([frames_to_tensor(fit_frames(v, height, width, resize_mode)) for v in videos]).to(device)
 
         first = pixels([[im] for im in images])[:, :, 0]
-        prompt_embeds = encode_prompt(self.tokenizer, self.text_encoder, prompts, device, dtype)
-        negative_embeds = encode_prompt(self.tokenizer, self.text_encoder, negatives, device, dtype) \
-            if guidance_scale != 1.0 else None
-        image_embeds = encode_image(self.image_encoder, clip_pixel_values(first, self.image_processor).to(device), dtype)
-        image_latents = image_condition(self.vae, first, num_frames).to(dtype)
-        dense = control_condition(self.vae, pixels(dense_videos)).to(dtype)
-        sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
-        history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
+        with self._stage("text_encoder"):
+            prompt_embeds = encode_prompt(self.tokenizer, self.text_encoder, prompts, device, dtype)
+            negative_embeds = encode_prompt(self.tokenizer, self.text_encoder, negatives, device, dtype) \
+                if guidance_scale != 1.0 else None
+        with self._stage("image_encoder"):
+            image_embeds = encode_image(self.image_encoder, clip_pixel_values(first, self.image_processor).to(device),
+                                        dtype)
+        with self._stage("vae_encode"):
+            image_latents = image_condition(self.vae, first, num_frames).to(dtype)
+            dense = control_condition(self.vae, pixels(dense_videos)).to(dtype)
+            sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
+            history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
 
         if noise is None:  # drawn on the generator's device (CPU from ``seed`` by default)
             noise = draw_noise(latent_shape, generator, seed, "cpu")
@@ -322,26 +347,38 @@ class LongViePipeline(DiffusionPipeline):
             latents[:, :, :1] = (1 - UNIFIED_NOISE_SIGMA) * history_latents[:, :, -1:] + UNIFIED_NOISE_SIGMA * latents[:, :, :1]
             history_latents = history_latents.to(dtype)
 
+        # Denoising loop. Nothing in it waits for the GPU: the per-clip work is prepared on the first
+        # call (GuidedVelocity's clip caches) and the scheduler starts at index 0 instead of looking
+        # its timestep up (a device->host copy).
         scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device)
-        self.set_progress_bar_config(disable=not progress, desc="denoising")
-        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            # Upstream (DiffSynth) feeds the timestep in the model dtype; the released weights were
-            # trained that way, so bf16 inference rounds it the same way.
-            timestep = t.expand(batch).to(dtype)
-            common = dict(image_embeds=image_embeds, image_latents=image_latents, dense_latents=dense,
-                          sparse_latents=sparse, history_latents=history_latents, control_scale=control_scale)
-            velocity = self.denoiser(latents.to(dtype), timestep, prompt_embeds, **common).float()
-            if negative_embeds is not None:
-                velocity_neg = self.denoiser(latents.to(dtype), timestep, negative_embeds, **common).float()
-                velocity = velocity_neg + guidance_scale * (velocity - velocity_neg)
-            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                update = callback_on_step_end(self, step, t, {"latents": latents})
-                if update and "latents" in update:
-                    latents = update["latents"]
+        scheduler.set_begin_index(0)
+        make_block_stack = None
+        if step_cache is not None:
+            from ..acceleration.step_cache import make_step_cache
 
-        video = vae_decode(self.vae, latents)
-        frames = [tensor_to_frames(v) for v in video]
+            make_block_stack = lambda: make_step_cache(step_cache, num_inference_steps)  # noqa: E731
+        guided = GuidedVelocity(
+            self.denoiser, prompt_embeds, negative_embeds,
+            dict(image_embeds=image_embeds, image_latents=image_latents, dense_latents=dense, sparse_latents=sparse,
+                 history_latents=history_latents),
+            guidance_scale, control_scale=control_scale, cfg_batch=cfg_batch, parallel=self._parallel,
+            make_block_stack=make_block_stack)
+        self.set_progress_bar_config(disable=not progress, desc="denoising")
+        with self._stage("denoise"):
+            for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+                # Upstream (DiffSynth) feeds the timestep in the model dtype; the released weights were
+                # trained that way, so bf16 inference rounds it the same way.
+                timestep = t.expand(batch).to(dtype)
+                velocity = guided(latents.to(dtype), timestep)
+                latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    update = callback_on_step_end(self, step, t, {"latents": latents})
+                    if update and "latents" in update:
+                        latents = update["latents"]
+
+        with self._stage("vae_decode"):
+            video = vae_decode(self.vae, latents)
+            frames = [tensor_to_frames(v) for v in video]
         self.maybe_free_model_hooks()
         return ClipOutput(frames[0] if batch == 1 else frames, noise.cpu())
 

@@ -282,7 +282,7 @@ def no_model(monkeypatch):
 
     calls = []
 
-    def spy_loader(config, device):
+    def spy_loader(config, device, *parallel_degrees):
         def load():
             calls.append("pipeline_loader")
             raise AssertionError("a model was loaded")
@@ -404,7 +404,7 @@ def test_all_problems_reported_at_once(env, tmp_path, monkeypatch, capsys, no_mo
 def test_unexpected_error_prints_one_line_with_the_log(env, tmp_path, monkeypatch, capsys):
     from longvie.longvideo import cli
 
-    def broken(config, device):
+    def broken(config, device, *parallel_degrees):
         def load():
             raise ZeroDivisionError("boom")
         return load
@@ -424,7 +424,7 @@ def test_out_of_memory_suggests_memory_modes(env, tmp_path, monkeypatch, capsys)
 
     from longvie.longvideo import cli
 
-    def oom(config, device):
+    def oom(config, device, *parallel_degrees):
         def load():
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return load

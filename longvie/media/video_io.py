@@ -151,8 +151,9 @@ def read_video(
 
 
 def _header_probe(path: Path) -> tuple[int, int, int] | None:
-    """(frames, width, height) from the container header (PyAV, no decoding), or None where the
-    container does not record a frame count (e.g. some MKV/WebM files)."""
+    """(frames, width, height) from the container header (PyAV; only the first frame is decoded, to
+    check that the stream decodes), or None where the container does not record a frame count (e.g.
+    some MKV/WebM files) or the first frame does not decode (the decoding readers then name the error)."""
     try:
         import av
 
@@ -161,6 +162,7 @@ def _header_probe(path: Path) -> tuple[int, int, int] | None:
                 return None
             stream = container.streams.video[0]
             frames, width, height = int(stream.frames or 0), stream.codec_context.width, stream.codec_context.height
+            next(container.decode(stream))  # the first frame decodes (milliseconds): not just a header
     except Exception:  # noqa: BLE001 - any failure: fall back to the decoding readers
         return None
     return (frames, width, height) if frames > 0 and width > 0 and height > 0 else None

@@ -27,7 +27,15 @@ from ..models.denoiser import LongVieDenoiser
 from ..presets.config import torch_dtype
 from ..sampling.scheduling import TrainingSchedule
 from . import checkpointing
-from .data import MAX_CONSECUTIVE_BAD, ClipDataset, SampleStream, SkippedClip, read_metadata, too_many_bad_clips
+from .data import (
+    MAX_CONSECUTIVE_BAD,
+    ClipDataset,
+    DataError,
+    SampleStream,
+    SkippedClip,
+    read_metadata,
+    too_many_bad_clips,
+)
 from .degradations import DegradationSettings
 from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
@@ -314,6 +322,24 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
             overfit_sample = sample
         return sample
 
+    def next_sample_on_every_rank():
+        # A rank that stops on unusable data must not leave the others waiting in the next collective
+        # (they would hang until the process-group timeout): every rank learns of the stop in the same
+        # micro-batch, through one small all-reduce (one host sync per micro-batch, beside the step's own).
+        error, sample = None, None
+        try:
+            sample = next_sample()
+        except DataError as err:
+            error = err
+        if world > 1:
+            stopped = accelerator.reduce(torch.tensor([0 if error is None else 1], device=device), reduction="sum")
+            if error is None and int(stopped.item()):
+                error = DataError(f"{int(stopped.item())} other process(es) stopped on unusable training data "
+                                  "(their message names the clips); this process stops with them")
+        if error is not None:
+            raise error
+        return sample
+
     while step < train_cfg["max_steps"]:
         lr = learning_rate_at(step, train_cfg["learning_rate"], train_cfg["warmup_steps"])
         for group in optimizer.param_groups:
@@ -322,7 +348,7 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
         losses, degraded, history_frames = [], 0, 0  # the last two: of this rank's micro-batches
         for micro in range(accum):
             generator = step_generator(seed, 0 if train_cfg["overfit"] else step, micro, rank)
-            sample = next_sample()
+            sample = next_sample_on_every_rank()
             with accelerator.accumulate(model), accelerator.autocast():
                 if overfit_inputs is not None:
                     inputs = overfit_inputs

@@ -191,3 +191,31 @@ def test_train_sh_reports_missing_deepspeed_and_failed_launch(tmp_path):
                                  "OUT": str(tmp_path / "out"), "LONGVIE_TINY_DIR": os.environ["LONGVIE_TINY_DIR"]})
     assert failed.returncode == 2 and "stage 1 failed (exit code 2" in failed.stderr
     assert "train.learning_rate=" in failed.stderr and "Traceback" not in failed.stderr
+
+
+@pytest.mark.slow
+def test_bad_data_on_one_rank_stops_every_rank_without_hanging(tiny_env, tmp_path):
+    """Rank 0's whole first share of the data is unusable, rank 1's is fine: rank 0 stops on it and rank 1
+    must stop with it in the same micro-batch instead of waiting in the next collective (a hang until the
+    process-group timeout)."""
+    import sys
+
+    from longvie.train.data import ShardedEpochSampler
+
+    rows = json.loads(Path(tiny_env["metadata"]).read_text())
+    rows = [rows[i % len(rows)] for i in range(4)]
+    rank0_first = {index for _, index in ShardedEpochSampler(4, seed=0, epoch=0, rank=0, world=2)}
+    broken = [{**row, "video": str(tmp_path / f"missing_{i}.mp4")} if i in rank0_first else row
+              for i, row in enumerate(rows)]
+    metadata = Path(tiny_env["metadata"]).with_name("rank0_broken.json")  # beside the rows' relative paths
+    metadata.write_text(json.dumps(broken))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "longvie.train",
+               "--preset", "tiny", "--stage", "1", "--max-steps", "4", "--save-every", "100", "--seed", "0",
+               "--gradient-accumulation-steps", "1", "--metadata", str(metadata), "--set", "data.skip_bad=true",
+               "--set", f"data.max_consecutive_bad={len(rank0_first)}", "--output", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "LONGVIE_TINY_DIR": str(tiny_env["root"])})
+    assert done.returncode != 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "missing_" in done.stderr, done.stderr[-3000:]  # rank 0 names the clips
+    assert "other process(es) stopped on unusable training data" in done.stderr, done.stderr[-3000:]  # rank 1

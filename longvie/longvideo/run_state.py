@@ -364,6 +364,19 @@ def apply_redo(manifest: dict, redo: RedoRequest, settings: dict) -> bool:
     return True
 
 
+def recorded_settings(manifest: dict) -> dict:
+    """The manifest's sampling settings, with settings added after the run was made filled in with the
+    value that run used, so that runs made by an earlier version resume.
+
+    ``vae_tiling`` became a setting of its own later; before, the VAE was tiled exactly when the run
+    used ``offload: group``.
+    """
+    recorded = dict(manifest["settings"])
+    if "vae_tiling" not in recorded:
+        recorded["vae_tiling"] = (manifest.get("config") or {}).get("offload") == "group"
+    return recorded
+
+
 def plan_resume(manifest: dict, run: RunDir, settings: dict, seed: int | None, clip_sources: list[dict],
                 image: dict, run_dir_for_errors: Path | None = None) -> tuple[int, list[str]]:
     """Reconcile the manifest with this command's inputs; find the first clip to generate.
@@ -389,9 +402,10 @@ def plan_resume(manifest: dict, run: RunDir, settings: dict, seed: int | None, c
     problems, warnings = [], []
     first_changed = None
 
-    if any(finished) and manifest["settings"] != settings:
-        for key in sorted(set(manifest["settings"]) | set(settings)):
-            old, new = manifest["settings"].get(key), settings.get(key)
+    recorded = recorded_settings(manifest)
+    if any(finished) and recorded != settings:
+        for key in sorted(set(recorded) | set(settings)):
+            old, new = recorded.get(key), settings.get(key)
             if old != new:
                 problems.append(f"setting {key}: recorded {old!r}, now {new!r}")
 

@@ -69,6 +69,26 @@ def test_tiling_recorded_applied_and_resume_in_other_tiling_refused(tmp_path, in
     assert resumed.tiling_at_call == [True]  # only clip 1 was generated, tiled like clip 0
 
 
+def test_run_made_before_the_setting_existed_resumes(tmp_path, inputs):
+    """A manifest without vae_tiling (an earlier version) resumes untiled, or tiled when it used offload group."""
+    image, clips = inputs
+    LongVideoSampler(SETTINGS, pipe=TilingRecorder(), progress=False)(tmp_path / "run", image, clips[:1])
+    run = RunDir(tmp_path / "run")
+    manifest = run.load_manifest()
+    del manifest["settings"]["vae_tiling"]
+    run.save_manifest(manifest)
+    resumed = TilingRecorder()
+    LongVideoSampler(SETTINGS, pipe=resumed, progress=False)(tmp_path / "run", image, clips)
+    assert resumed.tiling_at_call == [False]
+    manifest = run.load_manifest()
+    del manifest["settings"]["vae_tiling"]
+    manifest["config"] = {**manifest.get("config", {}), "offload": "group"}
+    manifest["clips"] = manifest["clips"][:1]
+    run.save_manifest(manifest)
+    with pytest.raises(RunMismatchError, match="vae_tiling"):
+        LongVideoSampler(SETTINGS, pipe=TilingRecorder(), progress=False)(tmp_path / "run", image, clips)
+
+
 def test_cli_flag_sets_the_recorded_setting():
     parser = build_parser()
     assert resolve_config(parser.parse_args(["--preset", "tiny"]))["sampling"]["vae_tiling"] is False

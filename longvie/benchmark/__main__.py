@@ -1,5 +1,5 @@
 """``python -m longvie.benchmark``: ``--estimate-memory [--config ...] [--max-vram GiB]`` estimates GPU and
-host memory per mode without a GPU (:mod:`longvie.benchmark.memory`); anything else runs the speed
+host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); anything else runs the speed
 benchmark (:mod:`longvie.benchmark.speed`)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ESTIMATE_FLAG = "--estimate-memory"
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if ESTIMATE_FLAG in argv:
-        from .memory import main as estimate_main
+        from ..acceleration.memory import main as estimate_main
 
         argv.remove(ESTIMATE_FLAG)
         return estimate_main(argv)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shlex
 import sys
@@ -50,7 +51,7 @@ DEFAULT_CONFIG = "longvie2_i2v_14b"
 SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
 SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
                      "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16,
-                     "vae_tiling": False}
+                     "vae_tiling": False, "fp8": False, "step_cache": None, "step_cache_threshold": None}
 
 
 def cache_dir() -> Path:
@@ -100,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg-parallel", action="store_true",
                         help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
     parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
+    speed = parser.add_argument_group("speed and memory (see README 'Speed and memory')")
+    speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
+                       help="FP8 weight storage of the DiT and control branch, bf16 compute (about half the "
+                            "weight memory; pixels differ slightly; recorded in the run) [off]")
+    speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache"),
+                       help="skip redundant denoising steps (faster; pixels differ; recorded in the run) [off]")
+    speed.add_argument("--cache-threshold", dest="step_cache_threshold", type=float,
+                       help="step-cache threshold [the kind's default]")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the repeated blocks (same math; the first clip pays the compile time)")
+    speed.add_argument("--max-vram", type=float, metavar="GiB",
+                       help="pick the fastest --offload/--fp8 mode whose estimated GPU peak fits this many GiB "
+                            "(runs the memory estimator first; overrides --offload and --fp8)")
     return parser
 
 
@@ -110,7 +124,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
                 **(config.get("sampling") or {})}
     overrides = {"num_frames": args.num_frames, "height": args.height, "width": args.width, "steps": args.steps,
                  "cfg": args.cfg, "shift": args.shift, "resize": args.resize,
-                 "vae_tiling": getattr(args, "vae_tiling", None)}
+                 "vae_tiling": getattr(args, "vae_tiling", None), "fp8": getattr(args, "fp8", None),
+                 "step_cache": getattr(args, "step_cache", None),
+                 "step_cache_threshold": getattr(args, "step_cache_threshold", None)}
     if args.seed is not None and args.redo is None:
         overrides["seed"] = args.seed
     config = merge(config, {"offload": args.offload})
@@ -119,7 +135,25 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config.setdefault("preset", Path(config["config_file"]).stem)
     config.setdefault("dtype", "bfloat16")
     config.setdefault("offload", "none")
+    config["compile"] = bool(getattr(args, "compile", False))
     return config
+
+
+def apply_max_vram(config: dict, max_vram_gib: float) -> str:
+    """Set ``offload`` and ``sampling.fp8`` to the fastest mode whose estimated GPU peak fits
+    ``max_vram_gib`` at this run's clip shape (:mod:`longvie.acceleration.memory`). Returns a one-line
+    report. Raises ValueError when no mode fits."""
+    from ..acceleration.memory import architecture, estimate_memory, lightest_mode
+
+    s = config["sampling"]
+    preset = config.get("config_file") or config.get("preset")
+    arch = architecture(preset, num_frames=s["num_frames"], height=s["height"], width=s["width"])
+    report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")))
+    row = lightest_mode(report.inference, max_vram_gib)
+    fp8, _, offload = row.mode.rpartition("+")
+    config["offload"], s["fp8"] = offload, bool(fp8)
+    return (f"--max-vram {max_vram_gib:g}: --offload {offload}{' --fp8' if fp8 else ''} (estimated GPU peak "
+            f"{row.gpu_gib:.1f} GiB, host RAM {row.host_gib:.1f} GiB)")
 
 
 def is_tiny(config: dict) -> bool:
@@ -207,6 +241,14 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
         pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none",
                                                vae_tiling=bool(config["sampling"].get("vae_tiling", False)))
+        if config["sampling"].get("fp8"):
+            from ..acceleration.fp8 import apply_fp8_storage
+
+            apply_fp8_storage(pipe.denoiser, compute_dtype=pipe.denoiser.dtype)
+        if config.get("compile"):
+            from ..acceleration.compile import apply_regional_compile
+
+            apply_regional_compile(pipe.denoiser)
         if ranks > 1 and torch.distributed.get_rank() == 0:
             torch.distributed.barrier()
         if ranks > 1:
@@ -360,6 +402,14 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
                                                                 s["history_frames"], s["resize"])
     if args.redo is not None and args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
         problems.append(f"--seed {args.seed}: must be an integer in [0, 2^64)")
+    if args.max_vram is not None and not (math.isfinite(args.max_vram) and args.max_vram > 0):
+        problems.append(f"--max-vram {args.max_vram}: must be a positive number of GiB")
+    if config.get("compile") and s.get("fp8"):
+        problems.append("--compile with --fp8: FP8 storage (diffusers' layerwise casting hooks) cannot run inside "
+                        "torch.compile yet; use one of the two")
+    threshold = s.get("step_cache_threshold")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        problems.append(f"--cache-threshold {threshold}: must be a finite number >= 0")
     if config.get("dtype") not in DTYPES:
         problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
     shape_ok = not problems
@@ -396,13 +446,20 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         problems += check_redo(out, args.redo)
     if problems:
         raise InputValidationError(problems)
+    if args.max_vram is not None:  # before any model loads: the estimate runs on fake tensors
+        try:
+            logger.info("%s", apply_max_vram(config, args.max_vram))
+        except ValueError as err:
+            raise InputValidationError([str(err)]) from None
+        s = config["sampling"]
 
     session.out = out
     settings = LongVideoSettings(
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
-        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)))
+        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=bool(s.get("fp8", False)),
+        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"))
     if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2

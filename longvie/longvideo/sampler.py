@@ -95,6 +95,9 @@ class LongVideoSettings:
     model: str = "unspecified"
     dtype: str = "bfloat16"
     vae_tiling: bool = False  # tiled VAE encode/decode changes pixels slightly: part of the run's identity
+    fp8: bool = False  # FP8 weight storage of the denoiser (bf16 compute): changes pixels slightly
+    step_cache: str | None = None  # "firstblock" | "teacache": skip redundant steps (changes pixels)
+    step_cache_threshold: float | None = None  # None: the kind's default
     seed: int = 0
 
     def recorded(self) -> dict:
@@ -328,6 +331,10 @@ class LongVideoSampler:
         extra = dict(self.pipe_kwargs)
         if s.negative_prompt is not None:
             extra["negative_prompt"] = s.negative_prompt
+        if s.step_cache is not None:
+            from ..acceleration.step_cache import StepCacheConfig
+
+            extra["step_cache"] = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold)
         if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
             self.pipe.set_vae_tiling(s.vae_tiling)
         final_latents_finite: list = []

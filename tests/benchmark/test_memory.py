@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longvie.benchmark import memory
+from longvie.acceleration import memory
 from longvie.benchmark.__main__ import main as benchmark_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ MEASURE = r"""
 import gc, json, sys
 import torch
 torch.set_num_threads(1)
-from longvie.benchmark.memory import architecture, build_models, denoiser_inputs
+from longvie.acceleration.memory import architecture, build_models, denoiser_inputs
 
 def status(key):
     for line in open("/proc/self/status"):

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from longvie.benchmark.memory import cast_as_loaded
+from longvie.acceleration.memory import cast_as_loaded
 from longvie.models.denoiser import LongVieDenoiser
 from longvie.presets.tiny import build_tiny_control, build_tiny_transformer
 from longvie.train import runtime, zero

@@ -458,9 +458,11 @@ class MemoryReport:
     train_peak: int | None = None
 
 
-def estimate_memory(preset: str = "longvie2_i2v_14b", training: bool = True, vae_tiling: bool = False,
+def estimate_memory(preset: str | Architecture = "longvie2_i2v_14b", training: bool = True, vae_tiling: bool = False,
                     cfg_batch: int = 1) -> MemoryReport:
-    arch = architecture(preset)
+    """Weights and activation peaks of ``preset`` (a preset name/YAML, or an :class:`Architecture` with
+    another clip shape), per inference mode and, with ``training``, per training config."""
+    arch = preset if isinstance(preset, Architecture) else architecture(preset)
     weights = weight_bytes(arch)
     peaks = activation_peaks(arch, vae_tiling=vae_tiling)
     report = MemoryReport(arch, weights, peaks, inference_modes(weights, peaks, cfg_batch))

@@ -1,0 +1,73 @@
+"""Speed and memory flags of ``python -m longvie.sample``: FP8 storage and step caching change pixels, so
+they are recorded in the run and a resume in another mode is refused; compile is same-math (not
+recorded); ``--max-vram`` picks a mode from the memory estimator before any model loads."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from longvie.longvideo import cli
+from longvie.longvideo.sampler import load_run_frames
+from longvie.presets.tiny import write_tiny_checkpoints
+
+SHAPE = ["--height", "32", "--width", "48", "--steps", "4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    from longvie.examples.synthetic import make_synthetic_example
+
+    folder = tmp_path_factory.mktemp("speed_flags_example")
+    return make_synthetic_example(folder, clips=2, height=32, width=48, frames_per_clip=9, reference=False)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "speed_flags_cache"
+    write_tiny_checkpoints(cache / "tiny_checkpoints")
+    monkeypatch.setenv("LONGVIE_CACHE", str(cache))
+
+
+def run(example, out, *flags):
+    return cli.main(["--preset", "tiny", "--cond", str(example), "--out", str(out), *SHAPE, *flags])
+
+
+def test_fp8_and_step_cache_are_recorded_and_a_resume_in_another_mode_is_refused(env, example, tmp_path, capsys):
+    out = tmp_path / "fast"
+    assert run(example, out, "--clips", "1", "--fp8", "--cache", "firstblock") == 0
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["fp8"] is True and settings["step_cache"] == "firstblock"
+    assert run(example, out) == 2  # the plain command would mix modes: refused, naming both settings
+    err = capsys.readouterr().err
+    assert "setting fp8" in err and "setting step_cache" in err
+    assert run(example, out, "--fp8", "--cache", "firstblock") == 0  # the same mode continues
+    fast = load_run_frames(out)
+    assert fast.shape[0] == 17 and np.isfinite(fast).all()
+
+    exact = tmp_path / "exact"
+    assert run(example, exact) == 0
+    difference = np.abs(load_run_frames(exact).astype(int) - fast.astype(int))
+    assert 0 < difference.mean() < 64  # FP8 rounding and skipped steps move pixels, not the picture
+
+
+def test_compile_is_not_recorded_and_refused_with_fp8(env, example, tmp_path, capsys):
+    assert run(example, tmp_path / "a", "--clips", "1", "--compile", "--fp8") == 2
+    assert "--compile with --fp8" in capsys.readouterr().err
+
+
+def test_max_vram_picks_a_mode_before_loading_and_refuses_an_impossible_budget(env, example, tmp_path, capsys,
+                                                                               monkeypatch):
+    loads = []
+    real_loader = cli.pipeline_loader
+
+    def counting_loader(config, device, *parallel_degrees):
+        loads.append((config["offload"], config["sampling"]["fp8"]))
+        return real_loader(config, device, *parallel_degrees)
+
+    monkeypatch.setattr(cli, "pipeline_loader", counting_loader)
+    assert run(example, tmp_path / "tight", "--clips", "1", "--max-vram", "0.001") == 2
+    assert "no mode fits 0.001 GiB" in capsys.readouterr().err and loads == []
+    assert run(example, tmp_path / "roomy", "--clips", "1", "--max-vram", "64") == 0
+    assert loads == [("none", False)]  # the tiny model fits anywhere: the fastest mode

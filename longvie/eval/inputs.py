@@ -16,6 +16,7 @@ import numpy as np
 
 from ..longvideo.run_state import RunDir
 from ..longvideo.sampler import load_run_frames
+from ..longvideo.validation import resolve_condition_path
 from ..media.video_io import read_video
 
 __all__ = ["GeneratedVideo", "load_generated", "load_cond"]
@@ -46,8 +47,9 @@ def load_cond(path: str | Path) -> tuple[list[str], list[Path], list[Path]]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f"{path}: expected a JSON list of {{\"text\", \"depth\", \"track\"}} objects")
     prompts = [str(e.get("text") or "") for e in entries]
-    depth = [path.parent / e["depth"] for e in entries if e.get("depth")]
-    track = [path.parent / e["track"] for e in entries if e.get("track")]
+    # the sampler's path rules (relative to the JSON, the working directory, or by name in its folder)
+    depth = [resolve_condition_path(e["depth"], path.parent)[0] for e in entries if e.get("depth")]
+    track = [resolve_condition_path(e["track"], path.parent)[0] for e in entries if e.get("track")]
     return prompts, depth if len(depth) == len(entries) else [], track if len(track) == len(entries) else []
 
 

@@ -280,9 +280,32 @@ def _gib(value):
     return "-" if value is None else f"{value / 2 ** 30:.2f}"
 
 
+def estimated_gpu_peaks(args, results: list[dict]) -> None:
+    """Add ``estimated_gpu_bytes`` to each result: the memory estimator's GPU peak (margin included) for
+    this clip shape with everything on the GPU (the benchmark's placement), one or two guidance
+    branches per call; None for FP8 (the estimator has FP8 rows only with offloading)."""
+    from ..acceleration.memory import architecture, estimate_memory
+
+    arch = architecture("tiny" if args.preset == "tiny" else "longvie2_i2v_14b", num_frames=args.frames,
+                        height=args.height, width=args.width)
+    by_batch = {}
+    for result in results:
+        if result["mode"] == "fp8":
+            result["estimated_gpu_bytes"] = None
+            continue
+        batch = 2 if result["mode"] == "cfg-batch" else 1
+        if batch not in by_batch:
+            rows = estimate_memory(arch, training=False, cfg_batch=batch).inference
+            by_batch[batch] = next(row.gpu_bytes for row in rows if row.mode == "none")
+        result["estimated_gpu_bytes"] = by_batch[batch]
+
+
 def format_table(results: list[dict]) -> str:
     header = ["mode", "s/step", "s/clip", "peak GPU GiB", "peak RSS GiB", "TFLOP/s", "MFU", "step speed-up",
               "max diff", "mean diff", "PSNR dB"]
+    estimates = any("estimated_gpu_bytes" in r for r in results)
+    if estimates:
+        header.insert(4, "est. GPU GiB")
     rows = [header]
     for r in results:
         mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
@@ -290,6 +313,8 @@ def format_table(results: list[dict]) -> str:
         rows.append([r["mode"], f"{r['seconds_per_step']:.4f}", f"{r['seconds_per_clip']:.3f}",
                      _gib(r["peak_gpu_bytes"]), _gib(r["peak_rss_bytes"]), f"{r['tflops']:.4g}", mfu,
                      f"{r['speed_up']:.2f}x", f"{r['max_diff']:.0f}", f"{r['mean_diff']:.3f}", psnr])
+        if estimates:
+            rows[-1].insert(4, _gib(r.get("estimated_gpu_bytes")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -324,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat-exact", action="store_true",
                         help="run the exact path again after the reversible modes (shows the timing noise)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--with-estimate", dest="estimate_memory", action="store_true",
+                        help="also print the memory estimator's GPU peak per mode (always on CUDA)")
     return parser
 
 
@@ -372,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} steps, cfg {args.cfg}{', history' if args.history else ''}; load {load_seconds:.1f} s")
     print(f"denoising FLOPs per clip (analytic): {flops:.4g}; clip tokens {clip_tokens}, history tokens "
           f"{history_tokens}; MFU against {'-' if peak is None else f'{peak} TFLOP/s'}")
+    if args.estimate_memory or device.type == "cuda":  # measured peaks beside the estimator's
+        estimated_gpu_peaks(args, results)
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

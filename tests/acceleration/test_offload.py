@@ -70,3 +70,27 @@ def test_enable_offload_refuses_an_unindexed_cuda_device():
         enable_offload(mock.Mock(), "group", torch.device("cuda"))
     with pytest.raises(ValueError, match="offload must be one of"):
         enable_offload(mock.Mock(), "leaf", torch.device("cpu"))
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="known defect: diffusers' layerwise-casting hooks and our denoiser-level group offload "
+                          "do not compose yet (an FP8 weight reaches the matmul); the CLI refuses --fp8 with "
+                          "--offload group until this passes")
+def test_fp8_storage_streams_under_group_offload(cpu_stream):
+    """The FP8 + group offload mode should compose: the offloaded FP8 denoiser gives exactly the FP8
+    denoiser's output, and the blocks it streams hold FP8 weights."""
+    from longvie.acceleration.fp8 import apply_fp8_storage
+
+    transformer = build_tiny_transformer()
+    denoiser = LongVieDenoiser(transformer, build_tiny_control(transformer)).eval()
+    apply_fp8_storage(denoiser, compute_dtype=torch.float32)
+    reference = copy.deepcopy(denoiser)
+    with torch.no_grad():
+        expected = reference(**make_inputs())
+        apply_group_offload(denoiser, torch.device("cpu"), stream=cpu_stream)
+        first = denoiser(**make_inputs())
+        second = denoiser(**make_inputs())
+    assert group_offload_state(denoiser)["prefetching"] > 0
+    assert denoiser.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(second, expected, rtol=0, atol=0)

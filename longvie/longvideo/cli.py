@@ -149,8 +149,7 @@ def apply_max_vram(config: dict, max_vram_gib: float) -> str:
     preset = config.get("config_file") or config.get("preset")
     arch = architecture(preset, num_frames=s["num_frames"], height=s["height"], width=s["width"])
     report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")))
-    # fp8+group is estimated but cannot run yet (see the --fp8 with --offload group refusal)
-    row = lightest_mode([r for r in report.inference if r.mode != "fp8+group"], max_vram_gib)
+    row = lightest_mode(report.inference, max_vram_gib)
     fp8, _, offload = row.mode.rpartition("+")
     config["offload"], s["fp8"] = offload, bool(fp8)
     return (f"--max-vram {max_vram_gib:g}: --offload {offload}{' --fp8' if fp8 else ''} (estimated GPU peak "
@@ -405,10 +404,6 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         problems.append(f"--seed {args.seed}: must be an integer in [0, 2^64)")
     if args.max_vram is not None and not (math.isfinite(args.max_vram) and args.max_vram > 0):
         problems.append(f"--max-vram {args.max_vram}: must be a positive number of GiB")
-    if s.get("fp8") and config.get("offload") == "group":
-        problems.append("--fp8 with --offload group: FP8 storage does not run under group offload yet (diffusers' "
-                        "layerwise-casting hooks and the streamed block groups do not compose); use --fp8 with "
-                        "--offload model, or --offload group without --fp8")
     if config.get("compile") and s.get("fp8"):
         problems.append("--compile with --fp8: FP8 storage (diffusers' layerwise casting hooks) cannot run inside "
                         "torch.compile yet; use one of the two")

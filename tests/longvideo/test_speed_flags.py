@@ -72,7 +72,3 @@ def test_max_vram_picks_a_mode_before_loading_and_refuses_an_impossible_budget(e
     assert run(example, tmp_path / "roomy", "--clips", "1", "--max-vram", "64") == 0
     assert loads == [("none", False)]  # the tiny model fits anywhere: the fastest mode
 
-
-def test_fp8_with_group_offload_is_refused_before_loading(env, example, tmp_path, capsys):
-    assert run(example, tmp_path / "a", "--clips", "1", "--fp8", "--offload", "group") == 2
-    assert "--fp8 with --offload group" in capsys.readouterr().err

@@ -95,11 +95,15 @@ class PeakRSS:
 
 
 def frame_difference(frames: np.ndarray, reference: np.ndarray) -> dict:
-    """Max and mean absolute difference (0..255) and PSNR (dB, peak 255) of uint8 videos."""
+    """Max and mean absolute difference (0..255), PSNR (dB, peak 255) and mean per-frame SSIM
+    (:func:`longvie.eval.quality.ssim`; None for frames under 11 px) of (T, H, W, 3) uint8 videos."""
+    from ..eval.quality import ssim
+
     diff = frames.astype(np.float64) - reference.astype(np.float64)
     mse = float(np.mean(diff ** 2))
     return {"max_diff": float(np.abs(diff).max()), "mean_diff": float(np.abs(diff).mean()),
-            "psnr_db": math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)}
+            "psnr_db": math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse),
+            "ssim": float(ssim(frames, reference)) if min(frames.shape[1:3]) >= 11 else None}
 
 
 def device_name(device: torch.device) -> str:
@@ -302,7 +306,7 @@ def estimated_gpu_peaks(args, results: list[dict]) -> None:
 
 def format_table(results: list[dict]) -> str:
     header = ["mode", "s/step", "s/clip", "peak GPU GiB", "peak RSS GiB", "TFLOP/s", "MFU", "step speed-up",
-              "max diff", "mean diff", "PSNR dB"]
+              "max diff", "mean diff", "PSNR dB", "SSIM"]
     estimates = any("estimated_gpu_bytes" in r for r in results)
     if estimates:
         header.insert(4, "est. GPU GiB")
@@ -312,7 +316,8 @@ def format_table(results: list[dict]) -> str:
         psnr = "exact" if math.isinf(r["psnr_db"]) else f"{r['psnr_db']:.1f}"
         rows.append([r["mode"], f"{r['seconds_per_step']:.4f}", f"{r['seconds_per_clip']:.3f}",
                      _gib(r["peak_gpu_bytes"]), _gib(r["peak_rss_bytes"]), f"{r['tflops']:.4g}", mfu,
-                     f"{r['speed_up']:.2f}x", f"{r['max_diff']:.0f}", f"{r['mean_diff']:.3f}", psnr])
+                     f"{r['speed_up']:.2f}x", f"{r['max_diff']:.0f}", f"{r['mean_diff']:.3f}", psnr,
+                     "-" if r.get("ssim") is None else f"{r['ssim']:.4f}"])
         if estimates:
             rows[-1].insert(4, _gib(r.get("estimated_gpu_bytes")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

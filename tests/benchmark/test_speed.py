@@ -18,6 +18,7 @@ def test_tiny_benchmark_table_and_json(tmp_path, capsys):
     assert payload["device"].startswith("CPU") and payload["flops_per_clip"] > 0
     exact, batched = payload["results"]
     assert exact["mode"] == "exact" and exact["max_diff"] == 0 and exact["psnr_db"] is None  # inf -> null
+    assert exact["ssim"] == 1.0 and 0.99 < batched["ssim"] <= 1.0  # same math: SSIM against exact
     assert batched["psnr_db"] is None or batched["psnr_db"] > 40, "same math: at most rounding differences"
     for result in payload["results"]:
         assert result["stages"]["denoise"] > 0 and result["stages"]["vae_decode"] > 0

@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -147,6 +148,17 @@ def _fp8(pipe):
     apply_fp8_storage(pipe.denoiser, compute_dtype=pipe.denoiser.dtype)
 
 
+def _vae_tiling(enabled: bool):
+    return lambda pipe: pipe.set_vae_tiling(enabled)
+
+
+def _offload(mode: str):
+    def apply(pipe):
+        pipe.enable_offload(mode, pipe._run_device)
+
+    return apply
+
+
 def selected_modes(args) -> list[Mode]:
     modes = [Mode("exact")]
     if args.cfg_batch:
@@ -159,8 +171,12 @@ def selected_modes(args) -> list[Mode]:
         modes.append(Mode("compile", apply=_compile, undo=_uncompile))
     if args.repeat_exact:
         modes.append(Mode("exact-again"))
+    if args.vae_tiling:
+        modes.append(Mode("vae-tiling", apply=_vae_tiling(True), undo=_vae_tiling(False)))
     if args.fp8:
         modes.append(Mode("fp8", apply=_fp8))
+    if args.offload:  # last: offload hooks stay; after --fp8 this measures FP8 storage + offload
+        modes.append(Mode(f"{'fp8+' if args.fp8 else 'offload-'}{args.offload}", apply=_offload(args.offload)))
     return modes
 
 
@@ -292,16 +308,18 @@ def estimated_gpu_peaks(args, results: list[dict]) -> None:
 
     arch = architecture("tiny" if args.preset == "tiny" else "longvie2_i2v_14b", num_frames=args.frames,
                         height=args.height, width=args.width)
-    by_batch = {}
+    rows_by_batch = {}
     for result in results:
-        if result["mode"] == "fp8":
+        mode = result["mode"]
+        placement = mode.removeprefix("offload-") if mode.startswith(("offload-", "fp8+")) else "none"
+        if mode == "fp8":  # the estimator has FP8 rows only with offloading
             result["estimated_gpu_bytes"] = None
             continue
-        batch = 2 if result["mode"] == "cfg-batch" else 1
-        if batch not in by_batch:
-            rows = estimate_memory(arch, training=False, cfg_batch=batch).inference
-            by_batch[batch] = next(row.gpu_bytes for row in rows if row.mode == "none")
-        result["estimated_gpu_bytes"] = by_batch[batch]
+        batch = 2 if mode == "cfg-batch" else 1
+        if batch not in rows_by_batch:
+            rows_by_batch[batch] = {row.mode: row.gpu_bytes
+                                    for row in estimate_memory(arch, training=False, cfg_batch=batch).inference}
+        result["estimated_gpu_bytes"] = rows_by_batch[batch].get(placement)
 
 
 def format_table(results: list[dict]) -> str:
@@ -351,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mode: step caching of this kind (repeatable)")
     parser.add_argument("--cache-threshold", type=float, default=None, help="step-cache threshold (default per kind)")
     parser.add_argument("--fp8", action="store_true", help="mode: FP8 weight storage, bf16 compute")
+    parser.add_argument("--vae-tiling", action="store_true", help="mode: tiled VAE encode/decode")
+    parser.add_argument("--offload", choices=["model", "group"],
+                        help="mode, run last (CUDA only): model CPU offload or block-level group offload; "
+                             "with --fp8 it measures FP8 storage + that offload")
     parser.add_argument("--repeat-exact", action="store_true",
                         help="run the exact path again after the reversible modes (shows the timing noise)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -364,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..presets.config import torch_dtype
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.offload and device.type != "cuda":
+        print(f"error: --offload {args.offload} moves models between host and GPU: it needs --device cuda",
+              file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))

@@ -58,3 +58,12 @@ def test_estimates_are_printed_beside_the_measured_peaks(tmp_path, capsys):
     assert "est. GPU GiB" in capsys.readouterr().out
     exact, batched = json.loads(out.read_text())["results"]
     assert 0 < exact["estimated_gpu_bytes"] <= batched["estimated_gpu_bytes"]  # two guidance branches per call
+
+
+def test_vae_tiling_mode_and_offload_needs_cuda(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--steps", "1", "--no-warmup", "--vae-tiling", "--json", str(out)]) == 0
+    exact, tiled = json.loads(out.read_text())["results"]
+    assert tiled["mode"] == "vae-tiling" and tiled["stages"]["vae_decode"] > 0
+    assert main(["--steps", "1", "--offload", "group", "--device", "cpu"]) == 2
+    assert "needs --device cuda" in capsys.readouterr().err

@@ -451,7 +451,6 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
             logger.info("%s", apply_max_vram(config, args.max_vram))
         except ValueError as err:
             raise InputValidationError([str(err)]) from None
-        s = config["sampling"]
 
     session.out = out
     settings = LongVideoSettings(

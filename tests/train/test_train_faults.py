@@ -16,21 +16,7 @@ from longvie.train import checkpointing
 from longvie.train.data import DataError, SkippedClip, too_many_bad_clips
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_train_faults")
-    old_env = os.environ.get("LONGVIE_TINY_DIR")
-    os.environ["LONGVIE_TINY_DIR"] = str(root)
-    from longvie.train.presets import prepare_tiny_assets
-
-    base_dir, metadata = prepare_tiny_assets(root)
-    yield {"root": root, "base_dir": base_dir, "metadata": metadata}
-    if old_env is None:
-        os.environ.pop("LONGVIE_TINY_DIR", None)
-    else:
-        os.environ["LONGVIE_TINY_DIR"] = old_env
+pytestmark = pytest.mark.usefixtures("tiny_env")  # tests/train/conftest.py
 
 
 def run_stage(output: Path, resume=None, **overrides):

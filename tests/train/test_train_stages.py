@@ -20,25 +20,9 @@ from safetensors.torch import load_file
 
 from longvie.train.metrics import read_metrics
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tiny_env")]  # tiny_env: tests/train/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 OVERFIT_STEPS = 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_env(tmp_path_factory):
-    """Tiny assets in a temporary folder (conftest keeps torch to one thread)."""
-    root = tmp_path_factory.mktemp("tiny_train")
-    old_env = os.environ.get("LONGVIE_TINY_DIR")
-    os.environ["LONGVIE_TINY_DIR"] = str(root)
-    from longvie.train.presets import prepare_tiny_assets
-
-    base_dir, metadata = prepare_tiny_assets(root)
-    yield {"root": root, "base_dir": base_dir, "metadata": metadata}
-    if old_env is None:
-        os.environ.pop("LONGVIE_TINY_DIR", None)
-    else:
-        os.environ["LONGVIE_TINY_DIR"] = old_env
 
 
 def run_stage(stage: int, output: Path, resume=None, build_cache: bool = False, **overrides):

@@ -1,11 +1,13 @@
 """``python -m longvie.benchmark``: ``--estimate-memory [--config ...] [--max-vram GiB]`` estimates GPU and
-host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); anything else runs the speed
-benchmark (:mod:`longvie.benchmark.speed`)."""
+host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); ``--mode-matrix`` runs every
+combination of offload, FP8, compile and step cache against the exact path (:mod:`longvie.benchmark.matrix`);
+anything else runs the speed benchmark (:mod:`longvie.benchmark.speed`)."""
 from __future__ import annotations
 
 import sys
 
 ESTIMATE_FLAG = "--estimate-memory"
+MATRIX_FLAG = "--mode-matrix"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
 
         argv.remove(ESTIMATE_FLAG)
         return estimate_main(argv)
+    if MATRIX_FLAG in argv:
+        from .matrix import main as matrix_main
+
+        argv.remove(MATRIX_FLAG)
+        return matrix_main(argv)
     try:
         from .speed import main as speed_main
     except ModuleNotFoundError as error:

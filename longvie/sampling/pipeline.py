@@ -157,6 +157,8 @@ class LongViePipeline(DiffusionPipeline):
         self.offload_mode = None
         self.vae_tiling = False
         self._parallel = None      # acceleration.parallel.ParallelState, set by enable_parallelism
+        self.default_step_cache = None  # StepCacheConfig used when a call passes none (set by apply_modes)
+        self.mode_record = None    # acceleration.modes.ModeRecord: what apply_modes applied
         self.stage_timer = None    # optional f(stage name) -> context manager, set by the benchmark
 
     def _stage(self, name: str):
@@ -176,7 +178,8 @@ class LongViePipeline(DiffusionPipeline):
     def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
                         device: str | torch.device | None = None, offload: str = "none",
                         vae_dtype: torch.dtype = torch.float32,
-                        attention_backend: str = "auto", vae_tiling: bool = False) -> "LongViePipeline":
+                        attention_backend: str = "auto", vae_tiling: bool = False,
+                        modes=None) -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
@@ -196,20 +199,26 @@ class LongViePipeline(DiffusionPipeline):
                 reason are in ``pipe.attention_choice``.
             vae_tiling: tiled VAE encode/decode (lower peak memory, slightly different pixels);
                 independent of ``offload``.
+            modes: an ``acceleration.modes.ModeRequest`` (offload, FP8, compile, step cache, attention,
+                LoRAs, ...); when given, it replaces ``offload`` and ``attention_backend``. Validated
+                against the device before anything loads (``ModeError`` names what cannot run) and
+                applied in one order by ``acceleration.modes.apply_modes``; ``pipe.mode_record`` says
+                what ran.
         """
-        from ..acceleration.attention import select_attention_backend
         from ..acceleration.devices import resolve_device
+        from ..acceleration.modes import DeviceInfo, ModeRequest, apply_modes, plan_modes
         from ..weights.loading import load_base_components, load_denoiser, longvie_weight_paths
 
         device = resolve_device(device)
-        # Checked before loading: a backend that cannot run fails in seconds, not after the 14B load.
-        choice = select_attention_backend(attention_backend, device, torch_dtype)
+        request = modes if modes is not None else ModeRequest(offload=offload, attention=attention_backend)
+        # Checked before loading: a mode that cannot run fails in seconds, not after the 14B load.
+        plan = plan_modes(request, DeviceInfo.probe(device, torch_dtype))
         control_path, dit_path = longvie_weight_paths(longvie_dir)
         components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype)
         denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
         pipe = cls(denoiser=denoiser, **components)
-        pipe.set_attention(choice)
-        pipe.enable_offload(offload, device)
+        apply_modes(pipe, plan)
+        logger.info(plan.describe())
         pipe.set_vae_tiling(vae_tiling)
         return pipe
 
@@ -229,14 +238,15 @@ class LongViePipeline(DiffusionPipeline):
             self.vae.disable_tiling()
         self.vae_tiling = bool(enabled)
 
-    def enable_offload(self, mode: str, device: str | torch.device | None = "cuda") -> None:
+    def enable_offload(self, mode: str, device: str | torch.device | None = "cuda", stream=None) -> None:
         """Place the models: "none", "model" or "group" (see :meth:`from_pretrained` and
-        ``longvie.acceleration.offload``). "cuda" is resolved to an indexed device first."""
+        ``longvie.acceleration.offload``). "cuda" is resolved to an indexed device first. Prefer
+        ``acceleration.modes.apply_modes``, which also orders FP8 and compile around it."""
         from ..acceleration.devices import resolve_device
         from ..acceleration.offload import enable_offload
 
         device = resolve_device(device)
-        enable_offload(self, mode, device)
+        enable_offload(self, mode, device, stream=stream)
         self._run_device = device
         self.offload_mode = mode
 
@@ -288,8 +298,9 @@ class LongViePipeline(DiffusionPipeline):
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
                 may return a dict with a replacement "latents".
             cfg_batch: run the guidance branches as one batch of 2 (faster on a GPU, more memory).
-            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig` (off by
-                default): skip most blocks on steps where the first block's change is small.
+            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig`: skip most
+                blocks on steps where the first block's change is small. None uses
+                ``self.default_step_cache`` (set from the modes; off by default); False turns it off.
         Returns:
             ``ClipOutput(frames, noise)``.
         """
@@ -353,7 +364,9 @@ class LongViePipeline(DiffusionPipeline):
         scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device)
         scheduler.set_begin_index(0)
         make_block_stack = None
-        if step_cache is not None:
+        if step_cache is None:
+            step_cache = self.default_step_cache
+        if step_cache:
             from ..acceleration.step_cache import make_step_cache
 
             make_block_stack = lambda: make_step_cache(step_cache, num_inference_steps)  # noqa: E731

@@ -200,7 +200,7 @@ def benchmark_backends(device: torch.device | str, dtype: torch.dtype) -> list[t
     for backend in BENCHMARK_BACKENDS:
         usable, why = diffusers_backend_usable(backend)
         if usable and backend.startswith("_native_") and device.type != "cuda":
-            usable, why = False, "a CUDA SDPA kernel"
+            usable, why = False, "needs a CUDA device (a CUDA-only SDPA kernel)"
         if usable and backend == CUDNN:
             usable, why = _cudnn_attention_runs(device, dtype)
         if usable and backend in (FLASH, FLASH_3, "sage", "xformers") and device.type != "cuda":

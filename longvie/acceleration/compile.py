@@ -15,6 +15,8 @@ import torch
 
 from ..models.denoiser import LongVieDenoiser
 
+RECOMPILE_LIMIT = 64
+
 
 @dataclass
 class CompileConfig:
@@ -58,6 +60,9 @@ def apply_regional_compile(denoiser: LongVieDenoiser, config: CompileConfig | No
     kwargs = dict(backend=config.backend, fullgraph=config.fullgraph, dynamic=config.dynamic)
     if config.mode is not None:
         kwargs["mode"] = config.mode
+    # Every compiled block shares one code object (nn.Module._call_impl), so each block kind x clip shape x
+    # weight dtype is one entry of its cache; dynamo's default limit (8) would silently send the rest to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     compiled, _ = compile_targets(denoiser)
     for name in compiled:
         denoiser.get_submodule(name).compile(**kwargs)

@@ -160,7 +160,7 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
             owner_name, _, attr = name.rpartition(".")
             owner = skeleton.get_submodule(owner_name)
             if kind == "param":
-                owner._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+                owner._parameters[attr] = nn.Parameter(tensor)
             else:
                 owner._buffers[attr] = tensor
         return skeleton
@@ -175,16 +175,17 @@ def _assemble(transformer, control):
 
 
 def make_inputs(config: dict, frames: int, height: int, width: int, dtype: torch.dtype, device: torch.device,
-                history: bool = True, seed: int = 0) -> dict:
+                history: bool = True, seed: int = 0, image_tokens: int = 257) -> dict:
     """Random denoiser conditions for a clip of ``frames`` x ``height`` x ``width`` pixels (latent grid x8,
-    time x4), plus the initial noise ``noise``."""
+    time x4; ``image_tokens`` CLIP tokens: 257 for ViT-H/14, 5 for the tiny tower), plus the initial noise
+    ``noise``."""
     g = torch.Generator().manual_seed(seed)
     f, h, w = 1 + (frames - 1) // 4, height // 8, width // 8
 
     def randn(*shape):
         return torch.randn(*shape, generator=g).to(device, dtype)
 
-    inputs = dict(text_embeds=randn(1, 512, config["text_dim"]), image_embeds=randn(1, 257, config["image_dim"]),
+    inputs = dict(text_embeds=randn(1, 512, config["text_dim"]), image_embeds=randn(1, image_tokens, config["image_dim"]),
                   image_latents=randn(1, 20, f, h, w), dense_latents=randn(1, 36, f, h, w),
                   sparse_latents=randn(1, 36, f, h, w))
     inputs["history_latents"] = randn(1, 16, 2, h, w) if history else None
@@ -288,7 +289,7 @@ def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, d
         width or (640 if release else 112)
     info = DeviceInfo.probe(device, dtype)
     make_denoiser, config = build_master(preset, dtype, device)
-    inputs = make_inputs(config, frames, height, width, dtype, device)
+    inputs = make_inputs(config, frames, height, width, dtype, device, history, image_tokens=257 if release else 5)
 
     exact = make_denoiser().to(device)
     from ..acceleration.attention import apply_attention
@@ -303,10 +304,15 @@ def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, d
         row = run_row(MatrixRow(offload, fp8, compile_, cache), make_denoiser, inputs, reference, info, steps,
                       compile_config, cache_threshold)
         results.append(row)
+    # the rows shared one set of host tensors: the exact path again must give the same latents
+    again = make_denoiser().to(device)
+    apply_attention(again, _attention_of(info))
+    unchanged = bool(torch.equal(sample_latents(again, inputs, steps, dtype)[0], reference))
+    del again
     facts = {"device": _device_name(device), "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
              "preset": preset, "frames": frames, "height": height, "width": width, "steps": steps,
              "history_latent_frames": 2 if history else 0, "fp8_gemm": info.fp8_gemm,
-             "fp8_gemm_reason": info.fp8_gemm_reason}
+             "fp8_gemm_reason": info.fp8_gemm_reason, "shared_weights_unchanged": unchanged}
     return results, facts
 
 
@@ -380,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
           f"calls per row, guidance off, 2 history latent frames; FP8 GEMM here: "
           f"{'yes' if facts['fp8_gemm'] else 'no (' + facts['fp8_gemm_reason'] + ')'}")
     print(format_rows(rows, cpu=facts["device"].startswith("CPU")))
+    if not facts["shared_weights_unchanged"]:
+        print("error: a row changed the shared weights in place (the exact path gives other latents now)",
+              file=sys.stderr)
     crashed = [r for r in rows if r.result.startswith("crashed")]
     for r in crashed:
         print(f"\n{r.offload}/{r.fp8}/{r.compile}/{r.cache}:\n{r.modes.get('traceback', '')}", file=sys.stderr)
@@ -387,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**facts, "rows": [asdict(r) for r in rows]}, indent=2, default=str))
         print(f"wrote {args.json}")
-    return 1 if crashed else 0
+    return 1 if crashed or not facts["shared_weights_unchanged"] else 0
 
 
 if __name__ == "__main__":

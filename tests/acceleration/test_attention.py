@@ -19,13 +19,17 @@ CUDA = torch.device("cuda", 0)
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """A CUDA device of a chosen compute capability, and a flash-attn that diffusers does or does not accept."""
-    state = {"capability": (9, 0), "flash_usable": True}
+    state = {"capability": (8, 0), "flash_usable": True, "flash3_usable": False, "cudnn_runs": False}
     monkeypatch.setattr(attention, "_capability", lambda device: state["capability"])
+    monkeypatch.setattr(attention, "_cudnn_attention_runs",
+                        lambda device, dtype: (True, "") if state["cudnn_runs"] else (False, "cuDNN attention fails"))
     real = attention.diffusers_backend_usable
 
     def usable(backend):
         if backend == "flash":
             return (True, "") if state["flash_usable"] else (False, "flash-attn 2.5.0 is older than 2.6.3")
+        if backend == "_flash_3":
+            return (True, "") if state["flash3_usable"] else (False, "please build FA3 from source")
         return real(backend)
 
     monkeypatch.setattr(attention, "diffusers_backend_usable", usable)
@@ -115,3 +119,34 @@ def test_apply_attention_on_the_tiny_denoiser(tiny_pipeline):
         apply_attention(denoiser, AttentionChoice("native", "test", fused_sdpa_only=False))
     assert not isinstance(denoiser.forward, attention._FusedSdpaHook)
     assert tiny_pipeline.attention_choice.backend == "native"
+
+
+@pytest.mark.parametrize("flash3, cudnn, sequence_parallel, expected", [
+    (True, True, False, "_flash_3"),
+    (False, True, False, "_native_cudnn"),
+    (True, True, True, "_native_cudnn"),   # FA3 has no context-parallel support in diffusers
+    (False, False, False, "flash"),        # neither runs: flash-attn 2 as on other GPUs
+])
+def test_hopper_prefers_flash_attention_3_then_cudnn(fake_gpu, flash3, cudnn, sequence_parallel, expected):
+    fake_gpu.update(capability=(9, 0), flash3_usable=flash3, cudnn_runs=cudnn)
+    choice = select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=sequence_parallel)
+    assert choice.backend == expected and not choice.fused_sdpa_only
+    fake_gpu["capability"] = (8, 0)  # an A100 keeps flash-attn 2
+    assert select_attention_backend("auto", CUDA, torch.bfloat16).backend == "flash"
+
+
+def test_sequence_parallelism_refuses_backends_without_context_parallel_support(fake_gpu):
+    assert attention.supports_sequence_parallel("native") == (True, "")
+    assert attention.supports_sequence_parallel("auto") == (True, "")
+    for backend in ("_flash_3", "_native_math"):
+        ok, why = attention.supports_sequence_parallel(backend)
+        assert not ok and "no context-parallel support" in why and "native" in why
+    fake_gpu["flash3_usable"] = True
+    assert select_attention_backend("_flash_3", CUDA, torch.bfloat16).backend == "_flash_3"
+    with pytest.raises(ValueError, match="no context-parallel support"):
+        select_attention_backend("_flash_3", CUDA, torch.bfloat16, sequence_parallel=True)
+
+
+def test_benchmark_backends_on_the_cpu():
+    rows = dict(attention.benchmark_backends("cpu", torch.float32))
+    assert rows["native"] == "" and rows["flash"] and rows["_native_cudnn"]

@@ -137,7 +137,8 @@ def aggregate(results: list[tuple[str, dict]]) -> dict:
             continue
         weights = [max(r["frames"] - 1, 1) if key in FRAME_WEIGHTED else 1 for r in rows]
         mean[key] = float(np.average([r["video"][key] for r in rows], weights=weights))
-    mean["colour_drift"] = float(np.mean([r["colour"]["drift"] for _, r in results]))
+    drifts = [r["colour"]["drift"] for _, r in results if r["colour"].get("drift") is not None]
+    mean["colour_drift"] = float(np.mean(drifts)) if drifts else None
     mean["boundaries_flagged"] = int(sum(r["boundaries_flagged"] for _, r in results))
     mean["boundaries"] = int(sum(len(r["boundaries"]) for _, r in results))
     return mean

@@ -205,7 +205,11 @@ def _colour_jump(flows: OpticalFlow, frames: np.ndarray, b: int, before: list[in
         mask &= valid & consistent
     matched = float(mask.mean())
     if matched >= MATCHED_MIN_FRACTION:
-        labs = np.stack([rgb_to_lab(np.clip(image[mask], 0, 255)).mean(0) for image in warped])
+        sampled = mask.copy()
+        if mask[::2, ::2].sum() >= 1000:  # every other row and column is plenty for a mean colour
+            sampled[1::2] = False
+            sampled[:, 1::2] = False
+        labs = np.stack([rgb_to_lab(np.clip(image[sampled], 0, 255)).mean(0) for image in warped])
         region = "matched"
     else:
         labs = np.stack([rgb_to_lab(flows.frame(frames, t)[::2, ::2]).reshape(-1, 3).mean(0) for t in before + after])
@@ -273,8 +277,9 @@ def boundary_scores(frames: np.ndarray, ranges: Sequence[tuple[int, int]],
 def colour_drift(boundaries: Sequence[dict], num_clips: int) -> dict:
     """Colour drift over clips from the boundaries' matched colour steps (module docstring).
 
-    Returns ``{"per_clip": [ΔE of the summed steps up to clip k; 0 for clip 0], "drift": last value,
-    "boundaries_used": n, "boundaries_unmatched": [boundary indices left out: no matched region]}``.
+    Returns ``{"per_clip": [ΔE of the summed steps up to clip k; 0 for clip 0], "drift": last value (None
+    when no boundary had a matched region: not measurable), "boundaries_used": n, "boundaries_unmatched":
+    [boundary indices left out: no matched region]}``.
     """
     total = np.zeros(3)
     per_clip = [0.0]
@@ -287,8 +292,9 @@ def colour_drift(boundaries: Sequence[dict], num_clips: int) -> dict:
         else:
             total = total + np.asarray(record["colour_step_lab"])
         per_clip.append(float(np.linalg.norm(total)))
-    return {"per_clip": per_clip, "drift": per_clip[-1], "boundaries_used": num_clips - 1 - len(unmatched),
-            "boundaries_unmatched": unmatched}
+    used = num_clips - 1 - len(unmatched)
+    return {"per_clip": per_clip, "drift": per_clip[-1] if used or num_clips == 1 else None,
+            "boundaries_used": used, "boundaries_unmatched": unmatched}
 
 
 def colour_vs_reference(frames: np.ndarray, reference: np.ndarray, ranges, stride: int = 4) -> list[float | None]:

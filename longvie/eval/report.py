@@ -180,7 +180,7 @@ def write_plots(out_dir: str | Path, results: Sequence[tuple[str, dict]]) -> lis
                 whole = _numeric([r["video"].get(key)])[0]
                 if math.isfinite(min(whole, 100.0)):
                     ax.axhline(min(whole, 100.0), color=line.get_color(), ls="--", lw=1,
-                               label=f"{name} whole video (VBench)")
+                               label=f"{name} whole video")
         ax.set_title(headers[key] + (" (inf shown as 100)" if key == "psnr" else ""), fontsize=9)
         ax.set_xlabel("clip", fontsize=8)
     if metrics:
@@ -219,13 +219,20 @@ def write_plots(out_dir: str | Path, results: Sequence[tuple[str, dict]]) -> lis
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for name, r in results:
-        ax.plot(r["colour"]["drift_per_clip"], marker="o", label=f"{name}: colour drift (seam steps)")
+        if r["colour"].get("drift") is not None:
+            ax.plot(r["colour"]["drift_per_clip"], marker="o", label=f"{name}: colour drift (seam steps)")
+        else:
+            ax.plot([], [], label=f"{name}: colour drift not measurable (no matched boundary region)")
         if r["colour"].get("shift_vs_reference") is not None:
             ax.plot(_numeric(r["colour"]["shift_vs_reference"]), marker="s", ls="--", label=f"{name} vs reference")
     ax.set(xlabel="clip", ylabel="ΔE76", title="colour drift")
     ax.legend(fontsize=7)
     save(fig, "colour.png")
     return written
+
+
+def _delta_e(value) -> str:
+    return "not measurable (no matched boundary region)" if value is None else f"{value:.2f} ΔE"
 
 
 def summary_line(name: str, result: dict) -> str:
@@ -247,7 +254,7 @@ def summary_line(name: str, result: dict) -> str:
         compared = f" | WARNING: reference shorter: {result['compared_frames']} of {result['frames']} frames compared"
     extra = "".join(f" | {s}" for s in section_summaries(result))
     return (f"{name}: {result['clips']} clip(s), {result['frames']} frames | " + ", ".join(parts)
-            + f" | colour drift {result['colour']['drift']:.2f} ΔE | boundaries flagged {result['boundaries_flagged']}/"
+            + f" | colour drift {_delta_e(result['colour']['drift'])} | boundaries flagged {result['boundaries_flagged']}/"
             f"{len(result['boundaries'])} (colour jumps {colour_jumps}) | {missing} metric(s) not computed"
             + extra + compared)
 
@@ -284,7 +291,7 @@ def report_markdown(result: dict, name: str, plots: Sequence[Path] = ()) -> str:
             f"{SEAM_THRESHOLD:g}. colour_jump: ΔE76 of the mean colour of the {COLOUR_WINDOW} frames before the "
             f"shared frame against the {COLOUR_WINDOW} after, on the region matched by optical flow; flagged above "
             f"{COLOUR_JUMP_THRESHOLD:g} ΔE.", "", "## Colour drift (ours)", "",
-            f"{colour['drift']:.2f} ΔE after the last clip ({colour['boundaries_used']} boundary colour step(s) "
+            f"{_delta_e(colour['drift'])} after the last clip ({colour['boundaries_used']} boundary colour step(s) "
             f"summed" + (f"; boundaries {colour['boundaries_unmatched']} had no matched region and are left out"
                          if colour["boundaries_unmatched"] else "") + "). " + colour["definition"], ""]
     control = result.get("control", {})

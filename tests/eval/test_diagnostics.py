@@ -124,6 +124,21 @@ def test_colour_drift_is_not_content_change(scored):
     assert colour_vs_reference(frames, frames, RANGES) == [0.0] * 4  # against itself: no shift
 
 
+def test_colour_drift_sums_matched_steps_and_says_when_it_cannot_measure():
+    def record(i, step, region="matched"):
+        return {"boundary": i, "colour_step_lab": step, "colour_jump_region": region}
+
+    steps = [record(0, [3.0, 0, 0]), record(1, [0, 4.0, 0]), record(2, [-3.0, -4.0, 0], "whole frame"),
+             record(3, [0, 0, 0])]
+    drift = colour_drift(steps, 5)
+    assert drift["per_clip"] == pytest.approx([0, 3, 5, 5, 5]) and drift["drift"] == pytest.approx(5)
+    assert drift["boundaries_used"] == 3 and drift["boundaries_unmatched"] == [2]
+    cancelling = colour_drift([record(0, [2.0, 1, 0]), record(1, [-2.0, -1, 0])], 3)
+    assert cancelling["drift"] == 0  # a step and its undoing: no drift left
+    assert colour_drift([record(0, [9.0, 0, 0], "whole frame")], 2)["drift"] is None  # nothing measurable
+    assert colour_drift([], 1)["drift"] == 0.0  # one clip: no hand-over, no drift
+
+
 def test_hard_cut_is_flagged_and_a_static_video_is_not():
     smooth = pan(1)
     cut = smooth.copy()

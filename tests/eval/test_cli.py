@@ -60,7 +60,8 @@ def test_reference_against_itself_and_a_degraded_copy(tmp_path, example, capsys,
     assert same["per_clip"]["psnr"] == ["inf"] * 3
     assert same["drift"]["ssim"] == 0 and same["drift"]["psnr"] == 0  # finite: PSNR capped for drift
     assert same["colour"]["shift_vs_reference"] == [0.0, 0.0, 0.0]
-    assert same["colour"]["drift"] < 1 and same["boundaries_flagged"] == 0
+    # the tiny scene moves fast (a third of the view per frame): the boundary regions may not match
+    assert (same["colour"]["drift"] is None or same["colour"]["drift"] < 1) and same["boundaries_flagged"] == 0
     assert all("colour_jump" in b for b in same["boundaries"])
     assert same["control"]["tracks"]["mean_error_px"] == 0.0
     assert worse["video"]["ssim"] < 0.9 and worse["video"]["psnr"] < 35 and not worse["video"]["psnr_is_inf"]

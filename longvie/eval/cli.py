@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .vbench_metrics import VBENCH_METRICS
+from .vbench_metrics import EXTRA_METRICS, VBENCH_METRICS
 
 __all__ = ["build_parser", "add_backend_arguments", "backend_options", "eval_settings", "main"]
 
@@ -30,7 +30,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fast", action="store_true",
                        help="no learned model at all (SSIM, PSNR, colour drift, boundaries, track adherence)")
     group.add_argument("--metrics", default=",".join(VBENCH_METRICS),
-                       help="comma-separated VBench metrics to compute (empty: none)")
+                       help="comma-separated VBench metrics to compute (empty: none); overall_consistency also "
+                            f"computes the CLIP stand-in, which {', '.join(EXTRA_METRICS)} asks for alone")
     group.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     group.add_argument("--alexnet-weights", help="torchvision AlexNet weights file for LPIPS (else torch.hub cache)")
     group.add_argument("--aesthetic-head", help="LAION sa_0_4_vit_l_14_linear.pth (else torch.hub cache)")
@@ -57,9 +58,10 @@ def backend_options(args):
     from .backends import BackendOptions
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    unknown = [m for m in metrics if m not in VBENCH_METRICS]
+    unknown = [m for m in metrics if m not in VBENCH_METRICS + EXTRA_METRICS]
     if unknown:
-        raise ValueError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(VBENCH_METRICS)}")
+        raise ValueError(f"--metrics: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(VBENCH_METRICS + EXTRA_METRICS)}")
     fast = args.fast
     return BackendOptions(local_files_only=args.local_files, device=args.device, metrics=() if fast else metrics,
                           lpips=not (fast or args.no_lpips), alexnet_weights=args.alexnet_weights,

@@ -437,6 +437,8 @@ def load_scorers(settings: ScorerSettings, metrics: Sequence[str] = VBENCH_METRI
         if name == "overall_consistency":
             scorers[name] = MetricUnavailable(VICLIP_NEEDS)
             name = "overall_consistency_clip"
+        if name in scorers:
+            continue
         try:
             scorers[name] = builders[name]()
         except MetricUnavailable as err:

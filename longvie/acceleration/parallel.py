@@ -123,19 +123,19 @@ def sequence_parallel_backend_support(backend: str | None) -> tuple[bool, str]:
     (The "modes" helper adds ``acceleration.attention.supports_sequence_parallel``; the two are to be
     unified: every backend diffusers can run on one device works here, see the module docstring.)
     """
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+    from diffusers.models.attention_dispatch import AttentionBackendName
 
     name = backend or "native"
     if name == "auto":
         return True, "auto resolves to flash-attn 2 or PyTorch SDPA, both run sequence-parallel"
     try:
-        member = AttentionBackendName(name)
+        AttentionBackendName(name)
     except ValueError:
         return False, f"diffusers has no attention backend {name!r}"
     if name in _DEVICE_SPECIFIC_BACKENDS:
         return False, (f"attention backend {name!r} belongs to another device family; sequence parallelism "
                        "runs over NCCL on CUDA GPUs or gloo on the CPU")
-    if _AttentionBackendRegistry._is_context_parallel_available(member):
+    if _runs_context_parallel(name):
         return True, (f"{name}: diffusers' Ulysses attention where every rank holds as many tokens, LongVie's "
                       "all-to-all with per-rank sizes otherwise")
     return True, (f"{name}: diffusers has no context-parallel path for it, so LongVie's all-to-all runs around "
@@ -143,9 +143,15 @@ def sequence_parallel_backend_support(backend: str | None) -> tuple[bool, str]:
 
 
 def _runs_context_parallel(backend: str | None) -> bool:
+    """Whether diffusers registered ``backend`` as context-parallel capable (a set of names in diffusers
+    0.42, a dict backend -> bool in older releases)."""
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
-    return _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(backend or "native"))
+    member = AttentionBackendName(backend or "native")
+    supports = getattr(_AttentionBackendRegistry, "_supports_context_parallel", ())
+    if isinstance(supports, dict):
+        return bool(supports.get(member, supports.get(member.value, False)))
+    return member.value in supports or member in supports
 
 
 def clip_token_counts(num_frames: int, height: int, width: int, history_frames: int = 8,

@@ -177,10 +177,10 @@ def parallel_problems(sequence_degree: int, cfg_degree: int, *, world_size: int 
     ranks = sequence_degree * cfg_degree
     flags = f"--sp {sequence_degree}{' --cfg-parallel' if cfg_degree == 2 else ''}"
     if world_size is not None and world_size != ranks:
-        other = f", or use --sp {world_size // cfg_degree}" if world_size % cfg_degree == 0 else ""
-        problems.append(f"{flags} needs {ranks} process(es), torchrun started {world_size}: start torchrun with "
-                        f"--nproc_per_node {ranks}{other} (one video per GPU instead: python -m "
-                        "longvie.longvideo.batch)")
+        started = "this is one process" if world_size == 1 else f"torchrun started {world_size}"
+        other = f", or use --sp {world_size // cfg_degree}" if world_size > 1 and world_size % cfg_degree == 0 else ""
+        problems.append(f"{flags} needs {ranks} processes, {started}: start it with torchrun --nproc_per_node "
+                        f"{ranks}{other} (one video per GPU instead: python -m longvie.longvideo.batch)")
     if clip_tokens is not None and sequence_degree > clip_tokens:
         problems.append(f"--sp {sequence_degree}: a clip has only {clip_tokens} tokens, so some ranks would hold "
                         f"none; use at most {clip_tokens} ranks for sequence parallelism")

@@ -231,11 +231,9 @@ class LongViePipeline(DiffusionPipeline):
         # Checked before loading: a backend that cannot run fails in seconds, not after the 14B load.
         choice = select_attention_backend(attention_backend, device, torch_dtype)
         if sequence_degree * cfg_degree > 1:
-            import torch.distributed as dist
+            from ..acceleration.parallel import init_distributed, parallel_problems
 
-            from ..acceleration.parallel import parallel_problems
-
-            world = dist.get_world_size() if dist.is_initialized() else None
+            _, world = init_distributed(device)  # joins torchrun's group; (0, 1) outside torchrun
             problems = parallel_problems(sequence_degree, cfg_degree, world_size=world,
                                          attention_backend=choice.backend)
             if problems:

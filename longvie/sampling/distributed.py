@@ -132,6 +132,8 @@ def release_text_encoder(pipe) -> bool:
 
         remove_hook_from_module(encoder, recurse=True)
     pipe.register_modules(text_encoder=None)
+    if getattr(pipe, "_all_hooks", None):  # diffusers' model CPU offload chain still holds umT5: rebuild it without
+        pipe.maybe_free_model_hooks()
     del encoder
     _free_memory()
     return True

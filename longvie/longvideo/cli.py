@@ -498,7 +498,7 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     if args.sp * cfg_degree > 1:
         # several ranks, one video: rank 0 runs the sampler and owns --out; the others make its pipeline calls
         from ..acceleration.parallel import init_distributed
-        from .ranks import Leader, follow, end_distributed
+        from .ranks import Leader, end_distributed, follow
 
         try:
             rank, _ = init_distributed(run_device(config, args.device))
@@ -518,15 +518,19 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
     try:
+        last = len(inputs.clips) - 1  # the other ranks are released before rank 0 stitches the video
         result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
                          redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
                          command=command, notes=inputs.notes,
-                         allow_placeholder_prompts=args.allow_placeholder_prompts)
+                         allow_placeholder_prompts=args.allow_placeholder_prompts,
+                         on_clip_done=None if leader is None else (lambda i: leader.stop() if i == last else None))
     finally:
-        if leader is not None and leader.stop():
-            from .ranks import end_distributed
+        if leader is not None:
+            leader.stop()
+            if leader.stopped:
+                from .ranks import end_distributed
 
-            end_distributed()
+                end_distributed()
     run_dir = result.run_dir.resolve()
     print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
           f"at {settings.fps} fps)")

@@ -169,8 +169,10 @@ class LongViePipeline(DiffusionPipeline):
     def enable_parallelism(self, sequence_degree: int = 1, cfg_degree: int = 1) -> None:
         """Spread each denoiser call over the ranks of ``torch.distributed`` (started by torchrun):
         ``cfg_degree`` 2 puts the guidance branches on different ranks, ``sequence_degree`` N splits the
-        token streams over N ranks (Ulysses attention). sequence_degree * cfg_degree = world size.
-        See :mod:`longvie.acceleration.parallel`."""
+        token streams over N ranks (Ulysses attention; any N). sequence_degree * cfg_degree = world size.
+        Every rank must then call the pipeline with the same arguments (``python -m longvie.sample`` has rank 0
+        send them: :mod:`longvie.longvideo.ranks`); the encoders and a tiled VAE decode are split over the
+        ranks (:mod:`longvie.sampling.distributed`). See :mod:`longvie.acceleration.parallel`."""
         from ..acceleration.parallel import ParallelConfig, apply_parallelism
 
         self._parallel = apply_parallelism(self.denoiser, ParallelConfig(sequence_degree, cfg_degree))

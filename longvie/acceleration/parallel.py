@@ -42,7 +42,7 @@ Started by ``torchrun --nproc_per_node N``; world size = ``sequence_degree * cfg
 * **Tiled VAE decode over the ranks** (:func:`tiled_decode_over_ranks`): with VAE tiling on, each
   rank decodes its share of diffusers' ``AutoencoderKLWan.tiled_decode`` tiles, the decoded tiles are
   exchanged, and diffusers' own blending assembles them: the result is the single-process tiled
-  decode (bit for bit on CPU: tests/acceleration/test_parallel_stages.py).
+  decode (bit for bit on CPU: tests/acceleration/test_parallel.py, test_parallel_checks.py).
 
 diffusers' own ``apply_context_parallel`` splits a model's inputs by a plan over submodule calls; the
 LongVie denoiser calls its blocks directly and needs the history/clip split above, so the split is

@@ -13,9 +13,8 @@
   weights are half precision (flash-attn only takes fp16/bf16);
 * otherwise PyTorch SDPA ("native").
 
-Under sequence parallelism "auto" only considers backends with diffusers' context-parallel support
-(:func:`supports_sequence_parallel`; "_flash_3" has none), and an explicit backend without it is
-refused. The returned ``AttentionChoice`` says which backend and why.
+Under sequence parallelism "auto" only considers backends that run there
+(:func:`supports_sequence_parallel`), and an explicit backend that does not is refused. The returned ``AttentionChoice`` says which backend and why.
 
 ``apply_attention(denoiser, choice)`` sets the backend on the DiT and the control branch. For SDPA
 on CUDA it also restricts ``torch.nn.functional.scaled_dot_product_attention`` to its fused kernels
@@ -85,24 +84,14 @@ def _capability(device: torch.device) -> tuple[int, int] | None:
 
 
 def supports_sequence_parallel(backend: str) -> tuple[bool, str]:
-    """Whether ``backend`` can run under sequence parallelism (diffusers' context-parallel attention:
-    Ulysses all-to-all over heads), and the reason if not. A backend without it would let each rank
-    attend only its own shard of the tokens: silently wrong, so the caller refuses it. "auto" is always
-    fine (it then picks a backend that has it)."""
-    if backend == AUTO:
-        return True, ""
-    from diffusers.models import attention_dispatch as dispatch
+    """Whether ``backend`` can run under LongVie's sequence parallelism, and the reason if not ("" when it
+    can). The answer comes from :func:`longvie.acceleration.parallel.sequence_parallel_backend_support`,
+    which knows how each backend runs there (diffusers' context-parallel attention where diffusers has
+    it, LongVie's all-to-all around the single-device kernel otherwise)."""
+    from .parallel import sequence_parallel_backend_support
 
-    try:
-        name = dispatch.AttentionBackendName(backend)
-    except ValueError:
-        return False, f"diffusers has no attention backend {backend!r}"
-    registry = dispatch._AttentionBackendRegistry
-    if registry._is_context_parallel_available(name):
-        return True, ""
-    capable = ", ".join(sorted(b for b in registry._supports_context_parallel if not b.endswith("_hub")))
-    return False, (f"attention backend {backend!r} has no context-parallel support in diffusers (each rank would "
-                   f"attend only its own tokens); use one that has it: {capable}")
+    ok, how = sequence_parallel_backend_support(backend)
+    return ok, "" if ok else how
 
 
 def _cudnn_attention_runs(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:

@@ -184,17 +184,20 @@ class BlockStreamer:
                 used[-1] = start + nbytes
             self.tensors.append(placed)
         sizes = [_next_power_of_two(u) if self.pin else u for u in used]
-        self.slabs = [_allocate_host(max(size, 1), self.pin) for size in sizes]
+        self.slabs: list[torch.Tensor | None] = [None] * len(sizes)  # allocated as packing reaches them
         self.pinned_bytes = sum(sizes) if self.pin else 0
         self.host_bytes = sum(sizes)
 
         # 3. pack: copy each block tensor into its slab, point the module at the host copy (the pageable
-        #    original is released); a unit is a few contiguous runs (slab, slab start, unit offset, bytes)
+        #    original is released at once, so host RAM holds the originals not yet packed + the slabs filled);
+        #    a unit is a few contiguous runs (slab, slab start, unit offset, bytes)
         self.runs: list[list[list[int]]] = []
         self.unit_sizes = []
         for entries, placed in zip(unit_entries, self.tensors):
             runs = []
             for (module, kind, name, tensor), where in zip(entries, placed):
+                if self.slabs[where.slab] is None:
+                    self.slabs[where.slab] = _allocate_host(max(sizes[where.slab], 1), self.pin)
                 host = where.view_of(self.slabs[where.slab], where.start)
                 host.copy_(tensor.detach())
                 _bind(module, kind, name, host)
@@ -369,6 +372,7 @@ def enable_offload(pipe, mode: str, device: torch.device, stream=None) -> BlockS
     streamer = apply_group_offload(pipe.denoiser, device, stream=stream)
     if device.type == "cuda":
         for encoder in (pipe.text_encoder, pipe.image_encoder):
-            apply_encoder_offload(encoder, device)
+            if encoder is not None:  # umT5 may be left on disk (load_text_encoder=False)
+                apply_encoder_offload(encoder, device)
     pipe.vae.to(device)
     return streamer

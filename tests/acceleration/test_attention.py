@@ -121,29 +121,34 @@ def test_apply_attention_on_the_tiny_denoiser(tiny_pipeline):
     assert tiny_pipeline.attention_choice.backend == "native"
 
 
-@pytest.mark.parametrize("flash3, cudnn, sequence_parallel, expected", [
-    (True, True, False, "_flash_3"),
-    (False, True, False, "_native_cudnn"),
-    (True, True, True, "_native_cudnn"),   # FA3 has no context-parallel support in diffusers
-    (False, False, False, "flash"),        # neither runs: flash-attn 2 as on other GPUs
+@pytest.mark.parametrize("flash3, cudnn, expected", [
+    (True, True, "_flash_3"),
+    (False, True, "_native_cudnn"),
+    (False, False, "flash"),        # neither runs: flash-attn 2 as on other GPUs
 ])
-def test_hopper_prefers_flash_attention_3_then_cudnn(fake_gpu, flash3, cudnn, sequence_parallel, expected):
+def test_hopper_prefers_flash_attention_3_then_cudnn(fake_gpu, flash3, cudnn, expected):
     fake_gpu.update(capability=(9, 0), flash3_usable=flash3, cudnn_runs=cudnn)
-    choice = select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=sequence_parallel)
-    assert choice.backend == expected and not choice.fused_sdpa_only
+    for sequence_parallel in (False, True):  # both run under LongVie's sequence parallelism
+        choice = select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=sequence_parallel)
+        assert choice.backend == expected and not choice.fused_sdpa_only
     fake_gpu["capability"] = (8, 0)  # an A100 keeps flash-attn 2
     assert select_attention_backend("auto", CUDA, torch.bfloat16).backend == "flash"
 
 
-def test_sequence_parallelism_refuses_backends_without_context_parallel_support(fake_gpu):
+def test_sequence_parallelism_refuses_only_backends_that_cannot_run_there(fake_gpu, monkeypatch):
+    """The answer is parallel.py's (one place knows how each backend runs sequence-parallel)."""
+    from longvie.acceleration import parallel
+
     assert attention.supports_sequence_parallel("native") == (True, "")
-    assert attention.supports_sequence_parallel("auto") == (True, "")
-    for backend in ("_flash_3", "_native_math"):
-        ok, why = attention.supports_sequence_parallel(backend)
-        assert not ok and "no context-parallel support" in why and "native" in why
-    fake_gpu["flash3_usable"] = True
+    assert attention.supports_sequence_parallel("_flash_3") == (True, "")
+    ok, why = attention.supports_sequence_parallel("_native_npu")
+    assert not ok and why == parallel.sequence_parallel_backend_support("_native_npu")[1]
+    monkeypatch.setattr(parallel, "sequence_parallel_backend_support",
+                        lambda backend: (backend != "_flash_3", "no sequence-parallel path for _flash_3"))
+    fake_gpu.update(capability=(9, 0), flash3_usable=True, cudnn_runs=True)
+    assert select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=True).backend == "_native_cudnn"
     assert select_attention_backend("_flash_3", CUDA, torch.bfloat16).backend == "_flash_3"
-    with pytest.raises(ValueError, match="no context-parallel support"):
+    with pytest.raises(ValueError, match="no sequence-parallel path"):
         select_attention_backend("_flash_3", CUDA, torch.bfloat16, sequence_parallel=True)
 
 

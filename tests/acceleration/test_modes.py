@@ -30,7 +30,6 @@ def tiny_denoiser():
     (ModeRequest(fp8="gemm"), "fp8 'gemm' cannot run on CPU"),
     (ModeRequest(step_cache="sometimes"), "step cache kind"),
     (ModeRequest(attention="flash"), "attention backend 'flash'"),
-    (ModeRequest(attention="_native_math", sequence_parallel=2), "no context-parallel support"),
     (ModeRequest(attention="nonsense"), "no attention backend"),
 ])
 def test_impossible_requests_are_refused_with_one_sentence(cpu, request_, message):

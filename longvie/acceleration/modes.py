@@ -99,7 +99,7 @@ class DeviceInfo:
     dtype: torch.dtype                     # the denoiser's compute dtype
     name: str
     capability: tuple[int, int] | None
-    fp8_gemm: bool                         # torch._scaled_mm with per-row scales runs here in ``dtype``
+    fp8_gemm: bool                         # torch._scaled_mm with per-row scales runs here in ``dtype`` (CPU too)
     fp8_gemm_reason: str
     inductor: str | None                   # None: inductor can generate code for the device; else why not
 
@@ -112,8 +112,7 @@ class DeviceInfo:
         if device.type == "cuda" and torch.cuda.is_available():
             capability = torch.cuda.get_device_capability(device)
             name = torch.cuda.get_device_name(device)
-        gemm, reason = scaled_mm_support(device, dtype) if device.type == "cuda" else \
-            (False, "the CPU runs FP8 as weight-only storage (its FP8 GEMM is no faster than the dequantised one)")
+        gemm, reason = scaled_mm_support(device, dtype)
         return cls(device, dtype, name, capability, gemm, reason, inductor_available(device))
 
 
@@ -187,10 +186,12 @@ def plan_modes(request: ModeRequest, device_info: DeviceInfo) -> ModePlan:
 
     fp8_choice = _fp8_choice(request.fp8)
     fp8, fp8_reason = None, ""
-    if fp8_choice == "auto":
-        fp8 = "gemm" if device_info.fp8_gemm else "weight-only"
-        fp8_reason = ("FP8 GEMMs (torch._scaled_mm, per-row scales)" if device_info.fp8_gemm
-                      else f"FP8 weight-only storage: {device_info.fp8_gemm_reason}")
+    if fp8_choice == "auto":  # FP8 GEMMs where a GPU runs them; the CPU's are no faster than dequantising
+        if device_info.fp8_gemm and device.type == "cuda":
+            fp8, fp8_reason = "gemm", "FP8 GEMMs (torch._scaled_mm, per-row scales)"
+        else:
+            why = device_info.fp8_gemm_reason or f"FP8 GEMMs bring no speed on {device.type}"
+            fp8, fp8_reason = "weight-only", f"FP8 weight-only storage: {why}"
     elif fp8_choice == "gemm":
         if not device_info.fp8_gemm:
             raise ModeError(f"fp8 'gemm' cannot run on {device_info.name} ({device}): {device_info.fp8_gemm_reason}; "

@@ -27,7 +27,6 @@ def tiny_denoiser():
 @pytest.mark.parametrize("request_, message", [
     (ModeRequest(offload="leaf"), "offload must be one of none, model, group"),
     (ModeRequest(fp8="int4"), "fp8 must be one of"),
-    (ModeRequest(fp8="gemm"), "fp8 'gemm' cannot run on CPU"),
     (ModeRequest(step_cache="sometimes"), "step cache kind"),
     (ModeRequest(attention="flash"), "attention backend 'flash'"),
     (ModeRequest(attention="nonsense"), "no attention backend"),
@@ -48,7 +47,12 @@ def test_compile_without_a_code_generator_is_refused(cpu):
 
 
 def test_fp8_auto_picks_gemm_only_where_the_device_runs_it(cpu):
-    assert plan_modes(ModeRequest(fp8=True), cpu).fp8 == "weight-only"
+    assert plan_modes(ModeRequest(fp8=True), cpu).fp8 == "weight-only"  # the CPU twin
+    assert cpu.fp8_gemm and plan_modes(ModeRequest(fp8="gemm"), cpu).fp8 == "gemm"  # runs there when asked
+    old_gpu = dataclasses.replace(cpu, fp8_gemm=False, fp8_gemm_reason="FP8 GEMMs need compute capability >= 8.9",
+                                  name="Tesla T4", device=torch.device("cuda", 0))
+    with pytest.raises(ModeError, match=r"fp8 'gemm' cannot run on Tesla T4 \(cuda:0\): FP8 GEMMs need"):
+        plan_modes(ModeRequest(fp8="gemm", attention="native"), old_gpu)
     hopper = dataclasses.replace(cpu, device=torch.device("cuda", 0), dtype=torch.bfloat16, fp8_gemm=True,
                                  fp8_gemm_reason="", capability=(9, 0), name="H100")
     plan = plan_modes(ModeRequest(fp8="on", attention="native"), hopper)
@@ -113,9 +117,9 @@ def test_loras_are_fused_before_fp8(cpu, tmp_path, monkeypatch):
 def test_the_python_api_plans_before_loading_and_applies_the_modes(tiny_checkpoints, tmp_path):
     from longvie.sampling.pipeline import LongViePipeline
 
-    with pytest.raises(ModeError, match="fp8 'gemm'"):  # refused before the (missing) weights are read
+    with pytest.raises(ModeError, match="step cache kind"):  # refused before the (missing) weights are read
         LongViePipeline.from_pretrained(tmp_path / "nothing", tmp_path / "nothing", torch_dtype=torch.float32,
-                                        device="cpu", modes=ModeRequest(fp8="gemm"))
+                                        device="cpu", modes=ModeRequest(step_cache="sometimes"))
     pipe = LongViePipeline.from_pretrained(*tiny_checkpoints, torch_dtype=torch.float32, device="cpu",
                                            modes=ModeRequest(fp8=True, step_cache="firstblock"))
     assert pipe.mode_record.fp8 == "weight-only" and pipe.mode_record.fp8_layers == 96

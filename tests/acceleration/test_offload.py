@@ -144,15 +144,16 @@ def test_only_the_blocks_a_range_runs_are_copied(traffic):
     assert streamer.stats()["calls"] == 3
 
 
+@pytest.mark.parametrize("kind", ["weight-only", "gemm"])
 @torch.no_grad()
-def test_fp8_blocks_stream_at_one_byte_per_weight(traffic):
+def test_fp8_blocks_stream_at_one_byte_per_weight(traffic, kind):
     """FP8 before offload (the order apply_modes keeps): the streamed blocks hold float8 weights at forward and the
     output equals the FP8 denoiser's (the earlier code applied offload first and ran the blocks in bf16)."""
     from longvie.acceleration.fp8 import apply_fp8
 
     plain, fp8, reference = tiny_denoiser(), tiny_denoiser(), tiny_denoiser()
-    apply_fp8(fp8, "weight-only")
-    apply_fp8(reference, "weight-only")
+    apply_fp8(fp8, kind)
+    apply_fp8(reference, kind)
     expected = reference(**make_inputs())
     apply_group_offload(fp8, torch.device("cpu"), stream=StandInStream())
     traffic["copied"].clear()

@@ -298,7 +298,7 @@ def apply_modes(target, plan: ModePlan) -> ModeRecord:
 
     # 2. FP8: quantised on the GPU one layer at a time, stored where the layer will live
     if plan.fp8 is not None:
-        work = device if device.type == "cuda" else None
+        work = device if device.type != "cpu" else None  # quantise on the accelerator, one layer at a time
         keep = device if plan.offload == "none" else torch.device("cpu")
         names = apply_fp8(denoiser, plan.fp8, work_device=work, keep_device=keep)
         record.fp8, record.fp8_layers, record.fp8_modules = plan.fp8, len(names), summarize_names(names)

@@ -90,6 +90,29 @@ def test_apply_modes_quantises_before_streaming_and_records_what_ran(cpu):
     assert set(record.as_dict()) >= {"offload", "fp8", "fp8_modules", "compiled", "attention", "step_cache", "loras"}
 
 
+@torch.no_grad()
+def test_fp8_is_quantised_layer_by_layer_on_the_device_before_anything_else_moves(cpu, monkeypatch):
+    """Loading straight into FP8: with offload "none" each block Linear is quantised on the compute device and
+    kept there, while every not-yet-converted weight is still on the host (the meta device stands in for the
+    GPU: its tensors hold shapes only)."""
+    from longvie.acceleration.fp8 import FP8Linear
+
+    gpu = dataclasses.replace(cpu, device=torch.device("meta"), name="stand-in GPU")
+    denoiser = tiny_denoiser()
+    seen, real = [], FP8Linear.from_linear
+
+    def spy(linear, kind="weight-only", work_device=None, keep_device=None):
+        plain_on_device = [m for m in denoiser.modules() if type(m) is nn.Linear and m.weight.device.type == "meta"]
+        seen.append((len(plain_on_device), linear.weight.device.type, str(work_device), str(keep_device)))
+        return real(linear, kind, work_device, keep_device)
+
+    monkeypatch.setattr(FP8Linear, "from_linear", spy)
+    record = apply_modes(denoiser, plan_modes(ModeRequest(fp8="weight-only", attention="native"), gpu))
+    assert len(seen) == record.fp8_layers == 96
+    assert all(entry == (0, "cpu", "meta", "meta") for entry in seen)
+    assert {t.device.type for t in [*denoiser.parameters(), *denoiser.buffers()]} == {"meta"}  # then placed
+
+
 def test_loras_are_fused_before_fp8(cpu, tmp_path, monkeypatch):
     """Runs once longvie.weights.lora exists (helper "speed"): load_loras is called first, on plain Linear
     weights, and its records go into the ModeRecord."""

@@ -106,3 +106,13 @@ def test_max_vram_picks_a_mode_before_loading_and_refuses_an_impossible_budget(e
     assert run(example, tmp_path / "roomy", "--clips", "1", "--max-vram", "64") == 0
     assert loads == [("none", False)]  # the tiny model fits anywhere: the fastest mode
 
+
+
+def test_config_fp8_takes_a_kind(tmp_path):
+    from longvie.longvideo.preflight import check_config_file
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("preset: tiny\nsampling:\n  fp8: weight-only\n")
+    bad.write_text("preset: tiny\nsampling:\n  fp8: fast\n")
+    assert check_config_file(good) == []
+    assert check_config_file(bad) == [f"{bad}:3: fp8 'fast': must be true, false or one of off, auto, gemm, weight-only"]

@@ -39,7 +39,7 @@ from .. import LongVieError
 from .attention import AttentionChoice, apply_attention, select_attention_backend
 from .compile import CompileConfig, apply_regional_compile, compile_targets, inductor_available
 from .fp8 import KINDS as FP8_KINDS
-from .fp8 import apply_fp8, scaled_mm_support, summarize_names
+from .fp8 import FP8Linear, apply_fp8, fp8_target_names, scaled_mm_support, summarize_names
 from .offload import MODES as OFFLOAD_MODES
 from .offload import apply_group_offload, enable_offload
 
@@ -300,9 +300,13 @@ def apply_modes(target, plan: ModePlan) -> ModeRecord:
     if plan.fp8 is not None:
         work = device if device.type != "cpu" else None  # quantise on the accelerator, one layer at a time
         keep = device if plan.offload == "none" else torch.device("cpu")
-        names = apply_fp8(denoiser, plan.fp8, work_device=work, keep_device=keep)
-        record.fp8, record.fp8_layers, record.fp8_modules = plan.fp8, len(names), summarize_names(names)
+        apply_fp8(denoiser, plan.fp8, work_device=work, keep_device=keep)
         record.notes.append(plan.fp8_reason)
+    layers = dict(denoiser.named_modules())  # what the model holds now (FP8 applied earlier counts too)
+    names = [n for n in fp8_target_names(denoiser) if isinstance(layers[n], FP8Linear)]
+    if names:
+        kinds = sorted({layers[n].kind for n in names})
+        record.fp8, record.fp8_layers, record.fp8_modules = "+".join(kinds), len(names), summarize_names(names)
 
     # 3. placement / offload
     if pipe is not None:

@@ -312,7 +312,8 @@ def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, d
     facts = {"device": _device_name(device), "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
              "preset": preset, "frames": frames, "height": height, "width": width, "steps": steps,
              "history_latent_frames": 2 if history else 0, "fp8_gemm": info.fp8_gemm,
-             "fp8_gemm_reason": info.fp8_gemm_reason, "shared_weights_unchanged": unchanged}
+             "fp8_gemm_reason": info.fp8_gemm_reason, "shared_weights_unchanged": unchanged,
+             "fp8_on": next((r.modes["fp8"] for r in results if r.fp8 == "on" and r.modes.get("fp8")), "-")}
     return results, facts
 
 
@@ -383,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                              cache_threshold=args.cache_threshold)
     print(f"device: {facts['device']}; torch {facts['torch']}; dtype {facts['dtype']}; preset {facts['preset']} "
           f"(random weights); {facts['frames']} frames {facts['height']}x{facts['width']}, {facts['steps']} denoiser "
-          f"calls per row, guidance off, 2 history latent frames; FP8 GEMM here: "
-          f"{'yes' if facts['fp8_gemm'] else 'no (' + facts['fp8_gemm_reason'] + ')'}")
+          f"calls per row, guidance off, 2 history latent frames; FP8 'on' = {facts['fp8_on']}")
     print(format_rows(rows, cpu=facts["device"].startswith("CPU")))
     if not facts["shared_weights_unchanged"]:
         print("error: a row changed the shared weights in place (the exact path gives other latents now)",

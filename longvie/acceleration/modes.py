@@ -44,6 +44,7 @@ from .offload import MODES as OFFLOAD_MODES
 from .offload import apply_group_offload, enable_offload
 
 FP8_CHOICES = ("off", "auto", *FP8_KINDS)  # "auto": "gemm" where the device runs it, else "weight-only"
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
 
 
 class ModeError(LongVieError, ValueError):
@@ -206,6 +207,10 @@ def plan_modes(request: ModeRequest, device_info: DeviceInfo) -> ModePlan:
         if compile_config.backend == "inductor" and device_info.inductor is not None:
             raise ModeError(f"compile: torch.compile's inductor cannot generate code for {device} here "
                             f"({device_info.inductor}); run without --compile")
+        if compile_config.mode in CUDA_GRAPH_MODES and offload != "none":
+            raise ModeError(f"compile mode {compile_config.mode!r} records CUDA graphs, which keep the weights' "
+                            f"addresses, but offload {offload!r} moves the weights between calls; use compile mode "
+                            "'default' or 'max-autotune-no-cudagraphs', or offload 'none'")
 
     step_cache = None
     if request.step_cache is not None:

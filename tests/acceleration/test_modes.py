@@ -44,6 +44,10 @@ def test_compile_without_a_code_generator_is_refused(cpu):
     from longvie.acceleration.compile import CompileConfig
 
     assert plan_modes(ModeRequest(compile=True, compile_config=CompileConfig(backend="eager")), no_compiler).compile
+    graphs = ModeRequest(offload="group", compile=True, compile_config=CompileConfig(mode="reduce-overhead"),
+                         offload_stream=torch.cpu.Stream())
+    with pytest.raises(ModeError, match="records CUDA graphs, which keep the weights' addresses"):
+        plan_modes(graphs, cpu)
 
 
 def test_fp8_auto_picks_gemm_only_where_the_device_runs_it(cpu):

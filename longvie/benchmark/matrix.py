@@ -135,11 +135,13 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
         from ..models import LongVieControlBranch
         from ..presets.tiny import randomize_
 
+        from .speed import _built_on
+
         config, layers = dict(RELEASE_TRANSFORMER), 12
         torch.manual_seed(0)
-        with torch.device(device):
-            transformer = WanTransformer3DModel(**config)
-            control = LongVieControlBranch(**LongVieControlBranch.config_for(transformer.config, layers))
+        transformer = _built_on(device, dtype, lambda: WanTransformer3DModel(**config))  # in dtype: no fp32 copy
+        control = _built_on(device, dtype, lambda: LongVieControlBranch(
+            **LongVieControlBranch.config_for(transformer.config, layers)))
         denoiser = _assemble(transformer, control)
         randomize_(denoiser, scale=0.02)
     master = {}  # (kind, name) -> host tensor; non-persistent buffers (RoPE tables) included

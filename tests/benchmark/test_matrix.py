@@ -105,3 +105,20 @@ def test_the_table_has_the_issue_columns(rows_and_facts, capsys):
     assert lines[0] == ("| offload | fp8 | compile | cache | result | max abs diff vs exact | weight dtype seen at "
                         "forward | peak memory (RSS) | host->device bytes per call |")
     assert len(lines) == 2 + 24 and "on (weight-only)" in table and "float8_e4m3fn x" in table
+
+
+def test_the_release_path_in_bfloat16(monkeypatch):
+    """``--preset release`` builds the real block layout (40 main blocks > 12 control blocks) in bfloat16 from
+    random weights; here with narrow widths and 13 blocks so that it runs on a CPU in seconds."""
+    small = dict(matrix.RELEASE_TRANSFORMER, num_attention_heads=2, attention_head_dim=32, text_dim=32, image_dim=32,
+                 ffn_dim=128, num_layers=13, added_kv_proj_dim=64, freq_dim=32)
+    monkeypatch.setattr(matrix, "RELEASE_TRANSFORMER", small)
+    rows, facts = matrix.run_matrix("release", "cpu", torch.bfloat16, frames=5, height=32, width=48, steps=4,
+                                    rows=[("none", "on", "off", "off"), ("group", "off", "off", "firstblock"),
+                                          ("model", "on", "off", "off")])
+    assert facts["dtype"] == "bfloat16" and facts["shared_weights_unchanged"]
+    assert [r.result for r in rows] == ["ok"] * 3
+    reads = 12 * (13 + 2 * 12) * 4  # Linear layers x blocks x calls
+    assert rows[0].weight_dtypes == {"float8_e4m3fn": reads} and rows[2].weight_dtypes == rows[0].weight_dtypes
+    assert set(rows[1].weight_dtypes) == {"bfloat16"} and rows[1].modes["offload_detail"]["units"] == 13
+    assert rows[0].max_abs_diff == rows[2].max_abs_diff > 0

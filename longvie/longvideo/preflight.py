@@ -234,11 +234,33 @@ def check_config_file(path) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+RUN_MANIFEST = "manifest.json"  # what makes a folder a run of ours (longvie.longvideo.run_state)
+SESSION_LOG_LINE = "=== session started:"  # the first line a run writes to run.log, before its manifest
+
+
+def started_run(path: Path, entries: list[str]) -> bool:
+    """A run stopped before it wrote its first manifest: only run.lock and a run.log that we began."""
+    if not set(entries) <= {"run.lock", "run.log"}:
+        return False
+    log = path / "run.log"
+    if not log.is_file():
+        return True  # run.lock alone: the lock is taken first
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        return SESSION_LOG_LINE in handle.read(4096)
+
+
 def check_output_dir(out, needed_bytes: int = 0) -> list[str]:
-    """``out`` is (or can be created as) a writable folder with room for the run."""
+    """``out`` is (or can be created as) a writable folder with room for the run, and it is new, empty
+    or a run of ours (never a folder of the user's files: :func:`longvie.media.output_dir.claim_output_dir`)."""
+    from ..media.output_dir import OutputDirError, claim_output_dir
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         return [f"--out {out}: is a file, not a folder — choose another --out"]
+    try:
+        claim_output_dir(out, "run folder", markers=(RUN_MANIFEST,), ours=started_run)
+    except OutputDirError as err:
+        return [str(err)]
     existing = out
     while not existing.exists():
         if existing.parent == existing:

@@ -40,6 +40,7 @@ from .degradations import DegradationSettings
 from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
 from .metrics import MetricsLogger
+from .outputs import mark_training_output
 from .runtime import build_encoder, load_in_turns, make_accelerator
 from .zero import keep_frozen_fp32, release_tensors
 
@@ -238,7 +239,7 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     accum, seed = train_cfg["gradient_accumulation_steps"], train_cfg["seed"]
     if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        mark_training_output(out_dir)  # first: the folder is ours from now on (longvie.train.outputs)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")

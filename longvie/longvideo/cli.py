@@ -427,10 +427,16 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     cond = args.cond or default_example(config, args.clips)
     image = args.image or cond.parent / "first.png"
     out = args.out or Path("outputs") / f"{config['preset']}_{cond.resolve().parent.name}"
+    out_checked = []
+
+    def check_count(num_clips: int) -> list[str]:  # the folder and disk space once the clip count is known
+        out_checked.append(num_clips)
+        return check_output_dir(out, estimate_run_bytes(s, num_clips) if shape_ok else 0)
+
     try:
         inputs = validate_inputs(image, cond, num_frames=s["num_frames"], height=s["height"], width=s["width"],
                                  resize=s["resize"], num_clips=args.clips, history_frames=s["history_frames"],
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, check_count=check_count)
     except InputValidationError as err:
         problems += [p for p in err.problems if p not in problems]
         inputs = None
@@ -439,8 +445,7 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
             problems += placeholder_problems(inputs.clips)
         if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
             problems.append(f"--redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}")
-        problems += check_output_dir(out, estimate_run_bytes(s, len(inputs.clips)) if shape_ok else 0)
-    else:
+    if not out_checked:
         problems += check_output_dir(out)
     if not any(p.startswith(f"--out {out}") for p in problems):
         problems += check_redo(out, args.redo)

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..media.video_io import RESIZE_MODES
+from ..presets.schema import unknown_key_message, yaml_key_problems
 
 __all__ = ["check_sampling_settings", "check_device", "check_config_file", "check_output_dir", "check_redo",
            "check_weight_headers", "estimate_run_bytes", "estimate_clip_memory_bytes", "SEED_LIMIT"]
@@ -118,7 +119,13 @@ def estimate_run_bytes(s: dict, num_clips: int) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    """A byte count for a message, in the unit that keeps it readable: 1.50 GiB, 52.3 MiB, 977 bytes
+    (never "0.0 GiB" for the small sizes of the tiny preset or a nearly full disk)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{int(n)} bytes"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,12 +210,13 @@ def check_config_file(path) -> list[str]:
     if not isinstance(root, yaml.MappingNode):
         return [f"{path}:{root.start_mark.line + 1}: a config is a mapping of keys (preset:, sampling:, ...)"]
     problems = []
+    whole = {**CONFIG_KEYS, "sampling": SAMPLING_KEYS, **{k: v for k, v in SAMPLING_KEYS.items()}}
 
     def check_mapping(node, schema: dict, section: str) -> None:
         for key_node, value_node in node.value:
             key, line = key_node.value, key_node.start_mark.line + 1
             if key not in schema:
-                problems.append(f"{path}:{line}: unknown key '{section}{key}' (known: {', '.join(schema)})")
+                problems.append(f"{path}:{line}: {unknown_key_message(str(key), section, schema, whole)}")
                 continue
             value = yaml.safe_load(yaml.serialize(value_node))
             if not isinstance(value, schema[key]) or (isinstance(value, bool) and bool not in schema[key]):
@@ -216,6 +224,8 @@ def check_config_file(path) -> list[str]:
                 problems.append(f"{path}:{line}: '{section}{key}' must be {kinds}, got {value!r}")
             elif key == "sampling":
                 check_mapping(value_node, SAMPLING_KEYS, "sampling.")
+            elif key == "model":
+                problems.extend(yaml_key_problems(path, value_node, model_section_schema(), "model."))
             elif key == "dtype" and value not in DTYPES:
                 problems.append(f"{path}:{line}: dtype {value!r}: must be one of {', '.join(DTYPES)}")
             elif key == "offload" and value not in OFFLOAD_MODES:
@@ -227,6 +237,24 @@ def check_config_file(path) -> list[str]:
 
     check_mapping(root, {**CONFIG_KEYS, **SAMPLING_KEYS}, "")
     return problems
+
+
+def model_section_schema() -> dict:
+    """The keys of a config's ``model:`` section (the tiny preset's model sizes): the constructor
+    arguments of diffusers' WanTransformer3DModel and AutoencoderKLWan and the fields of transformers'
+    UMT5Config and CLIPVisionConfig, as installed, so a misspelt size is refused by name."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, UMT5Config
+
+    def arguments(cls) -> dict:
+        return {name: None for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    return {"transformer": arguments(WanTransformer3DModel), "control_layers": None,
+            "vae": arguments(AutoencoderKLWan), "text_encoder": dict.fromkeys(UMT5Config().to_dict()),
+            "image_encoder": dict.fromkeys(CLIPVisionConfig().to_dict())}
 
 
 # --------------------------------------------------------------------------------------------------

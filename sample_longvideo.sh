@@ -14,21 +14,58 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
-if [[ -z "$PYTHON" ]]; then
-    echo "sample_longvideo.sh: error: no python found; activate the virtual environment you ran \`pip install -e .\` in (see README, Set-up)" >&2
-    exit 2
-fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+USAGE="usage: bash sample_longvideo.sh [--gpus N] [python -m longvie.sample options ...]"
+usage() {
+  cat <<EOF
+$USAGE
+
+Ultra-long video generation with LongVie 2, clip by clip; re-running the same command resumes.
+Options of this script:
+  --gpus N      one video on N GPUs with torchrun: CFG-parallel x sequence parallel N/2
+                (odd N: sequence parallel N) [1]
+  -h, --help    this help, then the options of python -m longvie.sample
+Every other option goes to python -m longvie.sample (below), which checks it.
+EOF
+}
+fail() {  # a usage line and one sentence, exit 2, before any Python starts
+  echo "$USAGE" >&2
+  echo "sample_longvideo.sh: error: $*" >&2
+  exit 2
+}
+
+# This script's own options (one case; everything else is passed through to Python).
 GPUS=1
+HELP=0
 ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --gpus) GPUS="$2"; shift 2 ;;
+    -h|--help) HELP=1; shift ;;
+    --gpus)
+      [[ $# -ge 2 ]] || fail "--gpus needs a number of GPUs, e.g. --gpus 8"
+      GPUS="$2"; shift 2 ;;
     --gpus=*) GPUS="${1#--gpus=}"; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
-if [[ "$GPUS" -le 1 ]]; then
+
+if [[ "$HELP" == 1 ]]; then
+  usage
+  if [[ -n "$PYTHON" ]]; then
+    echo
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m longvie.sample --help
+  fi
+  exit 0
+fi
+if ! [[ "$GPUS" =~ ^[0-9]{1,4}$ ]] || (( 10#$GPUS < 1 )); then
+  fail "--gpus '$GPUS': must be a whole number of GPUs, 1 or more (e.g. --gpus 8)"
+fi
+GPUS=$((10#$GPUS))
+if [[ -z "$PYTHON" ]]; then
+  echo "sample_longvideo.sh: error: no python found; activate the virtual environment you ran \`pip install -e .\` in (see README, Set-up)" >&2
+  exit 2
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "$GPUS" -eq 1 ]]; then
   exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${ARGS[@]+"${ARGS[@]}"}"
 fi
 if (( GPUS % 2 == 0 )); then PARALLEL=(--cfg-parallel --sp $((GPUS / 2))); else PARALLEL=(--sp "$GPUS"); fi

@@ -46,6 +46,7 @@ LONGVIE_REPO = "Vchitect/LongVie2"
 LONGVIE_FILES = ("control.safetensors", "dit.safetensors")
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_DOWNLOAD_FAILED = 0, 1, 2
+EXIT_USAGE = 2  # a folder option names a file (as argparse's own usage errors)
 
 
 @dataclass
@@ -247,9 +248,37 @@ def main(argv=None) -> int:
         return EXIT_DOWNLOAD_FAILED
 
 
+def path_problems(args) -> list[str]:
+    """Folders named on the command line that are files (or lie under a file): one sentence each."""
+    problems = []
+    for flag, value in (("--output", args.output), ("--base-dir", args.base_dir), ("--longvie-dir", args.longvie_dir)):
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_file():
+            problems.append(f"{flag} {path} is a file, not a folder; {flag} names the folder the weights are (or "
+                            "will be) in — give that folder")
+            continue
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            problems.append(f"{flag} {path}: {parent} is a file, so this folder cannot exist; give a folder path")
+    return problems
+
+
 def _run(argv=None) -> int:
     args = parse_args(argv)
+    problems = path_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     plan = make_plan(args)
+    files = [item for item in plan if item.target.is_file()]
+    if files:
+        for item in files:
+            print(f"error: {item.target} ({item.what}) is a file, not a folder; move it away or name the folder with "
+                  f"{'--longvie-dir' if item.files else '--base-dir'}", file=sys.stderr)
+        return EXIT_USAGE
     if args.dry_run:
         print(f"Plan (nothing is downloaded; the base model is {APPROX_BASE_SIZE}, LongVie 2 a few GB):")
         for item in plan:

@@ -88,7 +88,7 @@ def build_folder(args, work: Path, log=print) -> tuple[bool, str | None]:
     if args.depth_npy:
         disparity = disparity_from_file(args.depth_npy, frames)
     else:
-        estimator = depth_estimator_from_args(args)
+        estimator = depth_estimator_from_args(args, precomputed="pass --depth-npy DEPTH.npy")
         disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth estimation", unit="batch"))
         del estimator
     if args.save_depth_npy:

@@ -69,9 +69,18 @@ COMMANDS = {
     "output-dir": lambda: _module("longvie.media.output_dir").main([]),
     **{name: (lambda name=name: _load_file(REPO / "utils" / f"{name}.py").parse_args([]))
        for name in ("prepare_controls", "get_depth", "get_track", "depth_npy2mp4", "qwen_caption_refine")},
-    **{name: (lambda name=name: _load_file(REPO / "scripts" / f"{name}.py").main())
-       for name in ("bench_latent_cache", "bench_pipeline", "measure_load_memory")},
+    **{path.stem: (lambda path=path: _run_script(path)) for path in sorted(REPO.glob("scripts/*.py"))},
 }
+
+
+def _run_script(path: Path):
+    """scripts/NAME.py: its main() (with no arguments), which builds its parser first, if it has one."""
+    main = getattr(_load_file(path), "main", None)
+    if main is None:
+        return
+    import inspect
+
+    return main([]) if inspect.signature(main).parameters else main()
 
 
 def _shell_case_flags(script: str) -> set[str]:
@@ -81,6 +90,9 @@ def _shell_case_flags(script: str) -> set[str]:
     for pattern in re.findall(r"^\s*([-|\w=*]+)\)", text, flags=re.M):
         flags |= {p.rstrip("=*") for p in pattern.split("|") if p.startswith("--")}
     return flags
+
+
+SCRIPTS_WITHOUT_OPTIONS = {path.stem for path in REPO.glob("scripts/*.py") if "argparse" not in path.read_text()}
 
 
 def _flags_of(command: str) -> set[str]:
@@ -98,7 +110,7 @@ def _flags_of(command: str) -> set[str]:
             COMMANDS[command]()
         except _Captured:
             pass
-    assert captured, f"{command}: no argparse parser was built"
+    assert captured or command in SCRIPTS_WITHOUT_OPTIONS, f"{command}: no argparse parser was built"
     flags = {option for parser in captured for option in parser._option_string_actions}
     if command == "benchmark":
         flags.add(_module("longvie.benchmark.__main__").ESTIMATE_FLAG)
@@ -155,7 +167,8 @@ MENTIONS = {
     r"get_track": "get_track", r"depth_npy2mp4": "depth_npy2mp4", r"qwen_caption_refine": "qwen_caption_refine",
     r"longvie\.benchmark": "benchmark", r"longvie\.train\.cache": "train-cache", r"longvie\.eval": "eval",
     r"longvie\.train(?!\.cache)": "train", r"longvie\.sample|sample_longvideo\.sh|the sampler": "sample",
-    r"longvie\.app": "app", r"train\.sh": "train.sh",
+    r"longvie\.app": "app", r"train\.sh": "train.sh", r"longvie\.examples\.synthetic": "synthetic",
+    r"longvie\.media\.output_dir": "output-dir",
 }
 
 
@@ -201,8 +214,10 @@ def _sources() -> list[Path]:
 def _commands_for(rel: str, known: dict[str, set[str]]) -> tuple[str, list[str]]:
     for pattern, mode, commands in SOURCES:
         if fnmatch.fnmatch(rel, pattern):
-            if mode == "file":
+            if mode == "file" and Path(rel).stem in known:
                 return "any", [Path(rel).stem]
+            if mode == "file":
+                break
             return mode, commands
     return "any", list(known)  # a new package: at least a flag that some command has
 

@@ -213,7 +213,8 @@ def build_depth_estimator(
         if vda_error is None and not local_only:
             raise
         raise RuntimeError(f"no depth model available: {err}" + (f"; Video Depth Anything: {vda_error}"
-                                                                 if vda_error else "") + f" — {offline_hint(precomputed)}") from err
+                                                                 if vda_error else "")
+                           + f" — {offline_hint(precomputed)}") from err
 
 
 def add_depth_arguments(parser) -> None:

@@ -124,7 +124,8 @@ def _gib(n: float) -> str:
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= scale:
             value = n / scale
-            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
     return f"{int(n)} bytes"
 
 
@@ -211,6 +212,8 @@ def check_config_file(path) -> list[str]:
         return [f"{path}:{root.start_mark.line + 1}: a config is a mapping of keys (preset:, sampling:, ...)"]
     problems = []
     whole = {**CONFIG_KEYS, "sampling": SAMPLING_KEYS, **{k: v for k, v in SAMPLING_KEYS.items()}}
+    if any(key_node.value == "model" for key_node, _ in root.value):  # model sizes (tiny): their names too
+        whole["model"] = model_section_schema()
 
     def check_mapping(node, schema: dict, section: str) -> None:
         for key_node, value_node in node.value:
@@ -225,7 +228,7 @@ def check_config_file(path) -> list[str]:
             elif key == "sampling":
                 check_mapping(value_node, SAMPLING_KEYS, "sampling.")
             elif key == "model":
-                problems.extend(yaml_key_problems(path, value_node, model_section_schema(), "model."))
+                problems.extend(yaml_key_problems(path, value_node, whole["model"], "model.", whole))
             elif key == "dtype" and value not in DTYPES:
                 problems.append(f"{path}:{line}: dtype {value!r}: must be one of {', '.join(DTYPES)}")
             elif key == "offload" and value not in OFFLOAD_MODES:

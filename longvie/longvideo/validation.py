@@ -356,7 +356,8 @@ def validate_inputs(
     bar = tqdm(users.items(), desc="checking control videos", unit="file", leave=False, dynamic_ncols=True,
                file=sys.stderr, delay=PROGRESS_DELAY_S, disable=not progress or len(clips) < PROGRESS_MIN_CLIPS)
     for (kind, path), indices in bar:
-        info = _check_control_video(path, kind, indices, num_frames if frames_ok else None, problems, tried[(kind, path)])
+        info = _check_control_video(path, kind, indices, num_frames if frames_ok else None, problems,
+                                    tried[(kind, path)])
         if info is None:
             continue
         size = (info[1], info[2])

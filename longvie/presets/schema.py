@@ -47,7 +47,8 @@ def unknown_key_message(key: str, section: str, known: dict, schema: dict | None
     paths = key_paths(schema) if schema is not None else {}
     elsewhere = sorted(path for path, name in paths.items() if name == key and path != full and "." in path)
     if elsewhere:  # the right name in the wrong section
-        return f"unknown key '{full}' — '{key}' belongs under '{elsewhere[0].rsplit('.', 1)[0]}' ('{elsewhere[0]}')"
+        sections = " or ".join(f"'{path.rsplit('.', 1)[0]}'" for path in elsewhere[:3])
+        return f"unknown key '{full}' — '{key}' belongs under {sections} ('{elsewhere[0]}')"
     close = closest_key(key, known)
     if close is not None:
         return f"unknown key '{full}' — did you mean '{section}{close}'?"
@@ -59,7 +60,8 @@ def unknown_key_message(key: str, section: str, known: dict, schema: dict | None
     return f"unknown key '{full}' (known keys of {where}: {', '.join(known)})"
 
 
-def yaml_key_problems(path: str | Path, node, schema: dict, section: str = "", root_schema: dict | None = None) -> list[str]:
+def yaml_key_problems(path: str | Path, node, schema: dict, section: str = "",
+                      root_schema: dict | None = None) -> list[str]:
     """Unknown keys of a composed YAML mapping node (``yaml.compose``), each as
     ``"FILE:LINE: unknown key 'a.b' — did you mean 'a.c'?"``, and sections given as something else."""
     import yaml

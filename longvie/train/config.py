@@ -63,7 +63,8 @@ def set_dotted(config: dict, key: str, value) -> None:
         node = node[part]
     if parts[-1] not in node:
         section = ".".join(parts[:-1])
-        raise ValueError(f"--set {key}: {unknown_key_message(parts[-1], f'{section}.' if section else '', node, schema)}")
+        message = unknown_key_message(parts[-1], f"{section}." if section else "", node, schema)
+        raise ValueError(f"--set {key}: {message}")
     node[parts[-1]] = value
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -526,6 +527,16 @@ def main(argv: list[str] | None = None) -> int:
                                      description="GPU/host memory estimates per mode, without a GPU")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from ..presets.config import config_path
+    from ..presets.schema import model_key_problems
+
+    try:  # a misspelt model size: the file, its line and the closest key, not a TypeError from diffusers
+        problems = model_key_problems(config_path(args.config))
+    except FileNotFoundError as error:
+        problems = [str(error)]
+    if problems:
+        print("error: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     report = estimate_memory(args.config, training=not args.no_training, vae_tiling=args.vae_tiling,
                              cfg_batch=args.cfg_batch)
     print(format_report(report))

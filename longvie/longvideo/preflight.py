@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..media.video_io import RESIZE_MODES
-from ..presets.schema import unknown_key_message, yaml_key_problems
+from ..presets.schema import model_section_schema, unknown_key_message, yaml_key_problems
 
 __all__ = ["check_sampling_settings", "check_device", "check_config_file", "check_output_dir", "check_redo",
            "check_weight_headers", "estimate_run_bytes", "estimate_clip_memory_bytes", "SEED_LIMIT"]
@@ -240,24 +240,6 @@ def check_config_file(path) -> list[str]:
 
     check_mapping(root, {**CONFIG_KEYS, **SAMPLING_KEYS}, "")
     return problems
-
-
-def model_section_schema() -> dict:
-    """The keys of a config's ``model:`` section (the tiny preset's model sizes): the constructor
-    arguments of diffusers' WanTransformer3DModel and AutoencoderKLWan and the fields of transformers'
-    UMT5Config and CLIPVisionConfig, as installed, so a misspelt size is refused by name."""
-    import inspect
-
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import CLIPVisionConfig, UMT5Config
-
-    def arguments(cls) -> dict:
-        return {name: None for name, p in inspect.signature(cls.__init__).parameters.items()
-                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-    return {"transformer": arguments(WanTransformer3DModel), "control_layers": None,
-            "vae": arguments(AutoencoderKLWan), "text_encoder": dict.fromkeys(UMT5Config().to_dict()),
-            "image_encoder": dict.fromkeys(CLIPVisionConfig().to_dict())}
 
 
 # --------------------------------------------------------------------------------------------------

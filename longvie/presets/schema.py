@@ -15,7 +15,8 @@ import difflib
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["closest_key", "unknown_key_message", "yaml_key_problems", "schema_of", "key_paths"]
+__all__ = ["closest_key", "unknown_key_message", "yaml_key_problems", "schema_of", "key_paths",
+           "model_section_schema", "model_key_problems"]
 
 
 def key_paths(schema: dict, prefix: str = "") -> dict[str, str]:
@@ -88,3 +89,39 @@ def yaml_key_problems(path: str | Path, node, schema: dict, section: str = "",
 def schema_of(config: dict) -> dict:
     """The schema of a config dict (its sections and keys; every value a leaf unless a dict)."""
     return {key: schema_of(value) if isinstance(value, dict) else None for key, value in config.items()}
+
+
+def model_section_schema() -> dict:
+    """The keys of a config's ``model:`` section (the tiny preset's model sizes): the constructor
+    arguments of diffusers' WanTransformer3DModel and AutoencoderKLWan and the fields of transformers'
+    UMT5Config and CLIPVisionConfig, as installed, so a misspelt size is refused by name."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, UMT5Config
+
+    def arguments(cls) -> dict:
+        return {name: None for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    return {"transformer": arguments(WanTransformer3DModel), "control_layers": None,
+            "vae": arguments(AutoencoderKLWan), "text_encoder": dict.fromkeys(UMT5Config().to_dict()),
+            "image_encoder": dict.fromkeys(CLIPVisionConfig().to_dict())}
+
+
+def model_key_problems(config_file) -> list[str]:
+    """Unknown keys of a sampling config's ``model:`` section, for commands that read only that
+    section (the memory estimator); the sampling command checks the whole file."""
+    import yaml
+
+    path = Path(config_file)
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []  # reading the config reports these
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key_node, value_node in root.value:
+        if key_node.value == "model":
+            return yaml_key_problems(path, value_node, model_section_schema(), "model.")
+    return []

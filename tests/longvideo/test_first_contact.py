@@ -240,3 +240,15 @@ def test_unknown_config_keys_name_file_line_and_closest_key(example, tmp_path, c
     err = capsys.readouterr().err
     assert f"{config}:{number}: unknown key" in err and expected in err, err
     assert "unexpected" not in err and "Traceback" not in err and no_model == [] and not out.exists()
+
+
+def test_memory_estimator_names_a_misspelt_model_size(tmp_path, capsys):
+    from longvie.acceleration.memory import main as estimate_main
+
+    text = (Path(preflight.__file__).parents[2] / "configs" / "tiny.yaml").read_text()
+    config = tmp_path / "my_tiny.yaml"
+    config.write_text(text.replace("    ffn_dim: 128", "    ffn_dimm: 128"))
+    assert estimate_main(["--config", str(config), "--no-training"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'model.transformer.ffn_dimm' — did you mean 'model.transformer.ffn_dim'?" in err
+    assert "Traceback" not in err and "TypeError" not in err

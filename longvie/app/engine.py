@@ -38,7 +38,7 @@ from .preview import preview_every, preview_strip
 from .runs import INPUTS_DIR, run_inputs, zip_run
 
 __all__ = ["JobCancelled", "JobEvent", "JobControl", "GenerationRequest", "PreparedRun", "ClipView", "Studio",
-           "OFFLOAD_MODES", "apply_loras"]
+           "OFFLOAD_MODES", "apply_loras", "check_loras"]
 
 logger = logging.getLogger("longvie.app")
 OFFLOAD_MODES = ("none", "model", "group")
@@ -386,6 +386,11 @@ class Studio:
         settings = self.settings(seed=numbers["seed"] or 0, **settings_overrides)
         problems += check_clip_settings(settings.num_frames, settings.height, settings.width,
                                         settings.history_frames, settings.resize)
+        if request.loras:
+            try:
+                check_loras(request.loras)
+            except AppInputError as err:
+                problems += err.problems
         if problems:
             raise AppInputError(problems)
 
@@ -523,19 +528,33 @@ class Studio:
         return []
 
 
-def apply_loras(pipe, loras: Sequence[str]) -> None:
-    """Load LoRAs (``"PATH[:SCALE]"`` each, as ``--lora``) into a loaded pipeline, through the LoRA
-    library (:mod:`longvie.weights.lora`); a clear message where this installation has none."""
+def _lora_library():
     try:
         from ..weights import lora as lora_library
     except ImportError:
         raise AppInputError(["LoRA: this installation cannot load LoRA files yet — remove the LoRA rows to "
                              "generate without them"]) from None
-    specs = [lora_library.parse_lora_arg(text) for text in loras]
-    problems = lora_library.check_lora_files(specs)
+    return lora_library
+
+
+def check_loras(loras: Sequence[str]) -> list:
+    """The LoRA specs of ``"PATH[:SCALE]"`` strings (as ``--lora``), checked by the LoRA library
+    (:mod:`longvie.weights.lora`) before the job is queued. Raises :class:`AppInputError`."""
+    lora_library = _lora_library()
+    try:
+        specs = [lora_library.parse_lora_arg(text) for text in loras]
+        problems = lora_library.check_lora_files(specs)
+    except (ValueError, FileNotFoundError) as err:
+        raise AppInputError([f"LoRA: {err}"]) from None
     if problems:
-        raise AppInputError(list(problems))
-    lora_library.load_loras(pipe, specs)
+        raise AppInputError([f"LoRA: {p}" for p in problems])
+    return specs
+
+
+def apply_loras(pipe, loras: Sequence[str]) -> None:
+    """Load LoRAs (``"PATH[:SCALE]"`` each, as ``--lora``) into a loaded pipeline, through the LoRA
+    library; a clear message where this installation has none."""
+    _lora_library().load_loras(pipe, check_loras(loras))
 
 
 KNOWN_ERRORS: tuple = (AppInputError, InputValidationError, RunMismatchError, RunLockedError, ValueError,

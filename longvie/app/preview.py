@@ -59,7 +59,8 @@ def preview_strip(latents, max_frames: int = 4, scale: int = 4) -> np.ndarray:
     (nearest neighbour: each latent pixel is an 8x8 block of the video), as one uint8 RGB image."""
     frames = latents_to_rgb(latents)
     count = len(frames)
-    picks = sorted({round(i * (count - 1) / max(max_frames - 1, 1)) for i in range(min(max_frames, count))})
+    shown = min(max_frames, count)
+    picks = sorted({round(i * (count - 1) / max(shown - 1, 1)) for i in range(shown)})
     gap = np.full((frames.shape[1], 1, 3), 255, dtype=np.uint8)
     parts = []
     for index in picks:

@@ -73,7 +73,7 @@ CSS = """
 .lv-flag { color: #8a5a00; }
 .lv-how { font-size: 0.85em; opacity: 0.8; margin: 2px 0; }
 .lv-hidden { display: none !important; }
-#preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+#preview img { image-rendering: pixelated; }
 """
 
 # After an action: put the followed run into the URL (a reload comes back to it) and bring the
@@ -909,6 +909,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                     start_following(wanted, request)
                     update.update({follow_token: wanted, run_id: wanted,
                                    current_job: wanted if job is not None and job.owner == viewer else None})
+                    update.update(run_settings(page.run_dir(wanted)))
                 else:
                     update[message] = error_message(f"Run {wanted}: not found.", title="Cannot show that run:")
             else:
@@ -918,8 +919,27 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                                       + " is still queued or running: pick it in Past runs (Show) to follow it.")
             return update
 
+        def run_settings(run: Path | None) -> dict:
+            """The settings and prompts a run was made with, back in their fields (a reopened page)."""
+            try:
+                manifest = RunDir(run).load_manifest() if run is not None else None
+            except ValueError:
+                manifest = None
+            if not manifest:
+                return {}
+            recorded = manifest.get("settings") or {}
+            update = {box: recorded[key] for key, box in (("steps", steps), ("cfg", cfg), ("height", height),
+                                                          ("width", width), ("num_frames", num_frames))
+                      if key in recorded}
+            update[seed] = manifest.get("seed", 0)
+            texts = [((record or {}).get("inputs") or {}).get("text", "") for record in manifest.get("clips") or []]
+            if texts:
+                update[prompts] = prompt_rows(texts)
+            return update
+
         load_event = demo.load(on_load, [session], [session, runs, follow_token, current_job, run_id, message,
-                                                    status], queue=False)
+                                                    status, steps, cfg, height, width, num_frames, seed, prompts],
+                               queue=False)
         follow_after(load_event)
     demo.longvie_page = page
     return demo

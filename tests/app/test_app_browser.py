@@ -228,6 +228,9 @@ def test_pairing_reload_sessions_previews_and_messages(server, browser, example,
                             " return i && i.src && i.src !== first && document.querySelector('#status')"
                             ".innerText.includes('Clip 0 ('); }", arg=first_preview, timeout=30_000)
 
+        a.evaluate("window.scrollTo(0, 0)")
+        a.screenshot(path=str(artefacts / "generating.png"), full_page=True)  # docs/app.png
+
         # A second browser session, while A's job runs: its Cancel does nothing to A's job.
         b.locator("#cancel").click()
         wait_text(b, "message", "no job of yours")
@@ -237,6 +240,7 @@ def test_pairing_reload_sessions_previews_and_messages(server, browser, example,
         a.wait_for_selector("#generate")
         wait_text(a, "status", "· step")
         assert "cancel" not in text_of(a, "status").lower()
+        assert a.locator("#steps input").input_value() == str(STEPS)  # the run's settings are back
         a.wait_for_selector("#clip-0-generated video", timeout=60_000)
         a.screenshot(path=str(artefacts / "first_clip.png"), full_page=True)
         a.wait_for_function("(() => { const v = document.querySelector('#final-video video');"
@@ -254,7 +258,7 @@ def test_pairing_reload_sessions_previews_and_messages(server, browser, example,
                 state = video_state(a, f"#clip-{index}-{kind} video")
                 assert state["error"] is None, (index, kind, state)
         a.evaluate("window.scrollTo(0, 0)")
-        a.screenshot(path=str(artefacts / "finished.png"), full_page=True)  # docs/app.png
+        a.screenshot(path=str(artefacts / "finished.png"), full_page=True)
 
         # The run got each control on the right clip (by content), and B never stopped it.
         cond = json.loads((run_dir / "inputs" / "cond.json").read_text())

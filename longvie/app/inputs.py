@@ -257,9 +257,11 @@ def lora_rows(table) -> list[tuple[str, str]]:
     return rows
 
 
-def lora_specs(table, uploaded: dict[str, str | Path], allowed) -> tuple[list[str], list[str]]:
+def lora_specs(table, uploaded: dict[str, str | Path], resolve) -> tuple[list[str], list[str]]:
     """``(["PATH:SCALE", ...], problems)`` of the LoRA table: each row names an uploaded file (by its
-    name) or a file on the server inside the allowed folders, with a scale (empty: 1.0)."""
+    name) or a file on the server, found by ``resolve(value, what)`` (e.g.
+    :meth:`longvie.app.access.AllowedDirs.resolve`: only inside the allowed folders), with a scale
+    (empty: 1.0)."""
     from .access import NotAllowedError
 
     specs, problems = [], []
@@ -276,7 +278,7 @@ def lora_specs(table, uploaded: dict[str, str | Path], allowed) -> tuple[list[st
             path = Path(uploaded[name])
         else:
             try:
-                path = allowed.resolve(name, "LoRA file")
+                path = resolve(name, "LoRA file")
             except NotAllowedError as err:
                 problems.append(f"{err} — upload it, or give a file inside the shared folders")
                 continue

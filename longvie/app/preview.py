@@ -54,9 +54,10 @@ def latents_to_rgb(latents) -> np.ndarray:
     return rgb.cpu().numpy()
 
 
-def preview_strip(latents, max_frames: int = 4, scale: int = 4) -> np.ndarray:
-    """Up to ``max_frames`` evenly spaced latent frames side by side, enlarged ``scale`` times
-    (nearest neighbour: each latent pixel is an 8x8 block of the video), as one uint8 RGB image."""
+def preview_strip(latents, max_frames: int = 4, scale: int = 4, min_width: int = 480) -> np.ndarray:
+    """Up to ``max_frames`` evenly spaced latent frames side by side, enlarged ``scale`` times, or
+    more to be ``min_width`` pixels wide (nearest neighbour: a latent pixel stands for an 8x8 block
+    of the video), as one uint8 RGB image."""
     frames = latents_to_rgb(latents)
     count = len(frames)
     shown = min(max_frames, count)
@@ -66,6 +67,7 @@ def preview_strip(latents, max_frames: int = 4, scale: int = 4) -> np.ndarray:
     for index in picks:
         parts += [frames[index], gap]
     strip = np.concatenate(parts[:-1], axis=1)
+    scale = max(scale, -(-min_width // strip.shape[1]))
     return strip.repeat(scale, axis=0).repeat(scale, axis=1)
 
 

@@ -310,7 +310,8 @@ class Page:
             top = outputs / parts[0] if parts else outputs
             if parts and parts[0] == ".controls" and len(parts) > 1:
                 top = top / parts[1]
-            if not parts or not self.can_view(read_owner(top), owner):
+            hidden = bool(parts) and parts[0].startswith(".") and parts[0] != ".controls"  # e.g. .app_secret
+            if not parts or hidden or not self.can_view(read_owner(top), owner):
                 raise NotAllowedError(f"{what} {str(value).strip()}: not found")
         return path
 
@@ -406,6 +407,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop_after = gr.Button("Stop after this clip", elem_id="stop-after-clip")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                actions_error = gr.HTML("", elem_id="actions-error", elem_classes=["lv-field-error"])
             with gr.Column(scale=1):
                 message = gr.HTML("", elem_id="message")
                 status = gr.Markdown("Idle.", elem_id="status")
@@ -706,7 +708,8 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
             except AppInputError as err:
                 found["prompts"] += err.problems
             uploaded = {Path(p).name: p for p in _paths(lora_uploads)}
-            specs, problems = lora_specs(lora_table, uploaded, allowed)
+            specs, problems = lora_specs(lora_table, uploaded,
+                                         lambda value, what: page.server_folder(value, owner, what))
             found["lora"] += problems
             reset = {final_video: None, downloads: None}
             if any(found.values()):
@@ -744,21 +747,21 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
         follow_after(generate_event)
 
         # ---------------------------------------------------------------- cancel / stop after this clip
-        def owner_request(action, job_id, session_id) -> str:
+        def owner_request(action, job_id, session_id) -> dict:
             if not job_id:
-                return ok_message("This page has no job of yours to act on.")
+                return {message: ok_message("This page has no job of yours to act on."), actions_error: ""}
             try:
-                return ok_message(action(job_id, owner_key(session_id)))
+                return {message: ok_message(action(job_id, owner_key(session_id))), actions_error: ""}
             except NotYours:
-                return error_message("Only the session that started this job can stop it.",
-                                     title="Not your job:")
+                text = error_message("Only the session that started this job can stop it.", title="Not your job:")
+                return {message: text, actions_error: text}
             except LookupError:
-                return ok_message("That job has already ended.")
+                return {message: ok_message("That job has already ended."), actions_error: ""}
 
         cancel.click(lambda job_id, sid: owner_request(manager.cancel, job_id, sid), [current_job, session],
-                     message, queue=False)
+                     [message, actions_error], queue=False)
         stop_after.click(lambda job_id, sid: owner_request(manager.stop_after_clip, job_id, sid),
-                         [current_job, session], message, queue=False)
+                         [current_job, session], [message, actions_error], queue=False)
 
         # ---------------------------------------------------------------- past runs
         def on_refresh(session_id):

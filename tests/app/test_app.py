@@ -514,9 +514,10 @@ def test_lora_rows_uploaded_or_shared(tmp_path):
     upload.write_bytes(b"x")
     allowed = access.AllowedDirs.create(shared, [])
     specs, problems = lora_specs([["fast.safetensors", 1.0], ["style.safetensors", "0.5"], ["", None]],
-                                 {"fast.safetensors": str(upload)}, allowed)
+                                 {"fast.safetensors": str(upload)}, allowed.resolve)
     assert problems == [] and specs == [f"{upload}:1", f"{(shared / 'style.safetensors').resolve()}:0.5"]
-    _, problems = lora_specs([["notes.txt", 1], ["style.safetensors", "strong"], ["/etc/passwd", 1]], {}, allowed)
+    _, problems = lora_specs([["notes.txt", 1], ["style.safetensors", "strong"], ["/etc/passwd", 1]], {},
+                             allowed.resolve)
     assert "LoRA notes.txt: not a .safetensors file" in problems[0]
     assert "scale 'strong' is not a number" in problems[1]
     assert "not inside the folders this server shares" in problems[2]
@@ -638,7 +639,7 @@ def test_latent_to_rgb_projection_by_hand():
     background = np.round((WAN21_LATENT_RGB_BIAS + 1) * 127.5).astype(np.uint8)
     np.testing.assert_array_equal(rgb[0, 0, 0], background)
     assert (rgb[2, 1, 1] == 0).all()  # channel 6 is negative in R, G and B: -3.5 .. -4 -> 0
-    strip = preview_strip(latents, max_frames=4, scale=4)
+    strip = preview_strip(latents, max_frames=4, scale=4, min_width=0)
     assert strip.shape == (2 * 4, (3 * 2 + 2) * 4, 3)  # 3 latent frames of 2x2, 2 separators, 4x enlarged
     with pytest.raises(ValueError, match="Wan 2.1 latents"):
         latents_to_rgb(torch.zeros(4, 3, 2, 2))
@@ -686,7 +687,8 @@ def test_previews_during_a_clip_and_stop_after_this_clip(studio, example):
             control.stop_after_clip.set()
     previews = [e for e in events if e.kind == "preview"]
     assert [(e.clip, e.step) for e in previews] == [(0, 1), (0, 2), (0, 3)]  # every step for short schedules
-    assert previews[0].image.shape == (4 * HEIGHT // 8, 4 * 3 * WIDTH // 8 + 8, 3)  # 3 latent frames, 4x
+    scale = -(-480 // (3 * WIDTH // 8 + 2))  # 3 latent frames and 2 separators, enlarged to >= 480 px
+    assert previews[0].image.shape == (scale * HEIGHT // 8, scale * (3 * WIDTH // 8 + 2), 3)
     assert not np.array_equal(previews[0].image, previews[1].image)  # the estimate changes during the clip
     assert events[-1].kind == "stopped" and "Stopped after clip 0" in events[-1].message
     assert [e.clip for e in events if e.kind == "clip"] == [0]

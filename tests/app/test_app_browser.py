@@ -8,7 +8,7 @@ inputs are compared with the files by content); uploading again replaces; the pr
 the number of clips; errors appear next to their field and stay; a second browser session cannot
 see or cancel the first one's job; a reload during generation reattaches (the run id is in the URL)
 and the video completes; messages are still there 1 s after they appear; the live preview image
-changes during a clip; the owner's Cancel stops its job. Screenshots go to
+changes during a clip; the owner's Cancel stops its job. One run (3 tiny clips) serves every check. Screenshots go to
 ``$LONGVIE_TEST_ARTEFACTS`` (default: the test's tmp folder). Skips when playwright or Chromium
 (``$LONGVIE_CHROMIUM``, default /usr/bin/chromium) is missing.
 """
@@ -282,31 +282,18 @@ def test_pairing_reload_sessions_previews_and_messages(server, browser, example,
             options = page.locator("[role=listbox] [role=option]").all_inner_texts()
             assert any(run_name in option for option in options) == listed, options
             page.keyboard.press("Escape")
+
+        # The owner's explicit Cancel stops its job: redo the last clip of the run, cancel it.
+        assert run_name in a.locator("#runs input").input_value()  # selected when it finished
+        set_number(a, "redo-clip", 2)
+        a.locator("#redo").click()
+        wait_text(a, "status", "Clip 2 (3 of 3) · step 1/")
+        a.locator("#cancel").click()
+        wait_text(a, "message", "Cancelled after the current step")
+        time.sleep(1.0)
+        assert "Cancelled after the current step" in text_of(a, "message")
+        assert "cancelled from the page during clip 2" in (run_dir / "run.log").read_text()
     finally:
         context_a.close()
         context_b.close()
     assert server["process"].poll() is None  # the server kept running through everything
-
-
-def test_owner_cancel_stops_the_job(server, browser, example):
-    context, page = visitor(browser)
-    try:
-        open_page(page, server["url"])
-        upload(page, "first-frame", [example / "first.png"])
-        upload(page, "depth-files", [example / "depth_00.mp4"])
-        upload(page, "track-files", [example / "track_00.mp4"])
-        wait_text(page, "controls-info", "1 clip(s) from uploads")
-        upload(page, "cond-file", [example / "cond.json"])
-        wait_text(page, "prompts", "checkered plaza")
-        fill_tiny_settings(page)
-        page.locator("#generate").click()
-        wait_text(page, "status", "Clip 0 (1 of 1) · step 1/")
-        page.locator("#cancel").click()
-        wait_text(page, "message", "Cancelled after the current step")
-        time.sleep(1.0)
-        assert "Cancelled after the current step" in text_of(page, "message")
-        run_name = page.evaluate("new URL(window.location.href).searchParams.get('run')")
-        log = (server["outputs"] / run_name / "run.log").read_text()
-        assert "cancelled from the page during clip 0" in log
-    finally:
-        context.close()

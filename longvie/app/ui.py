@@ -21,6 +21,7 @@ import collections
 import html
 import logging
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -191,6 +192,18 @@ def resize_table(table, count: int, fallback=()) -> list[list]:
     return prompt_rows(texts)
 
 
+_SERVER_FILE = re.compile(r"(?:[A-Za-z]:)?(?:/[^/\s:'\"()]+)+/([^/\s:'\"()]+\.[A-Za-z0-9]{2,12})\b")
+
+
+def scrub_paths(text: str, folders: dict[str, str] | None = None) -> str:
+    """A message for the page: absolute server paths of files become their names, and the given
+    folders (``{server path: name shown}``) their names (an upload's temporary path is never shown)."""
+    text = str(text)
+    for path, shown in sorted((folders or {}).items(), key=lambda item: -len(item[0])):
+        text = text.replace(path, shown)
+    return _SERVER_FILE.sub(lambda match: match.group(1), text)
+
+
 def classify(problems: list[str]) -> dict[str, list[str]]:
     """Field of each problem of the engine's checks (by what it names first)."""
     fields: dict[str, list[str]] = {name: [] for name in FIELDS}
@@ -279,6 +292,22 @@ class Page:
 
     def url(self, path: Path, version: str = "") -> str:
         return file_url(self.cached(path), version)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without server paths (see :func:`scrub_paths`)."""
+        outputs = Path(self.studio.outputs)
+        return scrub_paths(text, {str(outputs.resolve()): outputs.name, str(outputs): outputs.name})
+
+    def follow(self, page_key: str | None, token: str) -> None:
+        if page_key:
+            with self._lock:
+                self.followers.pop(page_key, None)
+                self.followers[page_key] = token
+                while len(self.followers) > 5000:
+                    self.followers.pop(next(iter(self.followers)))
+
+    def still_following(self, page_key: str | None, token: str) -> bool:
+        return page_key is None or self.followers.get(page_key) == token
 
     # ---------------------------------------------------------------- runs and owners
     def run_dir(self, name: str | None) -> Path | None:
@@ -621,8 +650,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
             if not token:
                 yield {message: gr.update()}  # nothing to follow (an empty dict would read as one value)
                 return
-            if hash_ is not None:
-                page.followers[hash_] = token
+            page.follow(hash_, token)
             job = manager.get(token)
             if job is None:
                 yield static_view(token, viewer) if page.can_view(page.owner_of(token), viewer) else {
@@ -655,17 +683,21 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                             cached = page.cached(final.video)
                             update.update({final_video: cached, downloads: [cached]})
                         if final.kind == "error":
-                            update[message] = error_message(final.message, title="The job stopped with an error:")
+                            update[message] = error_message(page.scrub(final.message),
+                                                            title="The job stopped with an error:")
                         else:
                             update[message] = ok_message(final.message)
                         update[runs] = gr.update(choices=page.run_choices(viewer),
                                                  value=token if job.owner == viewer and job.kind != "extract"
                                                  else None)
-                        yield update
+                        if page.still_following(hash_, token):
+                            yield update
                         return
+                    if not page.still_following(hash_, token):
+                        return  # this page follows something else now
                     yield update
-                if hash_ is not None and page.followers.get(hash_) != token:
-                    return  # this page follows something else now
+                if not page.still_following(hash_, token):
+                    return
                 await asyncio.sleep(0.2)
 
         follow_outputs = [message, status, progress_bar, clips, preview, final_video, downloads, runs]
@@ -678,8 +710,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
         run_id.change(None, [run_id], None, js=SET_URL_JS)
 
         def start_following(job_id: str, request: gr.Request | None) -> None:
-            if request is not None and request.session_hash:
-                page.followers[request.session_hash] = job_id
+            page.follow(getattr(request, "session_hash", None), job_id)
 
         # ---------------------------------------------------------------- generate
         def on_generate(session_id, src, image, table, lora_table, lora_uploads, seed_, steps_, cfg_, height_,
@@ -725,7 +756,8 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
             except Exception as err:  # noqa: BLE001
                 if not isinstance(err, AppInputError):
                     logger.exception("generate")
-                found = classify(err.problems if isinstance(err, AppInputError) else [describe_error(err)])
+                found = classify([page.scrub(p) for p in (err.problems if isinstance(err, AppInputError)
+                                                          else [describe_error(err)])])
                 return {**field_errors(found), message: summary(found), follow_token: None, **reset}
             job = manager.submit(prepared.run_dir.name, "generate", owner,
                                  lambda control: studio.run_prepared(prepared, control), run_dir=prepared.run_dir,
@@ -884,8 +916,9 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                                                else final.folder.name,
                                                first_frame: None, depth_files: None, track_files: None})
                         elif final.kind == "error":
-                            update[message] = error_message(final.message, title="Extraction stopped:")
-                            update[inputs_error] = error_message(final.message, title="Driving video:")
+                            text = page.scrub(final.message)
+                            update[message] = error_message(text, title="Extraction stopped:")
+                            update[inputs_error] = error_message(text, title="Driving video:")
                         else:
                             update[message] = ok_message(final.message)
                         yield update

@@ -399,7 +399,11 @@ def test_shuffled_real_uploads_land_on_their_clips(example, tmp_path):
 
 
 def test_replaced_uploads_and_field_classification():
-    from longvie.app.ui import classify, replaced_uploads
+    from longvie.app.ui import classify, replaced_uploads, scrub_paths
+
+    assert scrub_paths("clip 0 depth video /tmp/gradio/3f2a/my_depth_00.mp4: has 5 frames") == \
+        "clip 0 depth video my_depth_00.mp4: has 5 frames"
+    assert scrub_paths("run /srv/runs/app/r1 is locked", {"/srv/runs/app": "app"}) == "run app/r1 is locked"
 
     assert replaced_uploads(["a", "b", "c"], ["a", "b"]) == ["c"]  # gradio appended: keep the new upload only
     assert replaced_uploads(["a"], ["a", "b"]) == ["a"]  # a file removed with its x

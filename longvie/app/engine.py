@@ -329,8 +329,9 @@ class Studio:
                          stop_requested=control.stop_after_clip.is_set)
         if result.stopped:
             done = sampler.finished_clips
-            return JobEvent("stopped", f"Stopped after clip {done - 1}, as asked: clips 0..{done - 1} of {num_clips} "
-                                       f"are finished ({result.num_frames} frames). Resume continues with clip {done}.",
+            return JobEvent("stopped", f"Stopped after clip {done - 1}, as asked: clips 0..{done - 1} of "
+                                       f"{num_clips} are finished ({result.num_frames} frames). Resume continues "
+                                       f"with clip {done}.",
                             run_dir=run_dir, video=result.video_path, num_clips=num_clips)
         return JobEvent("done", f"Finished: {result.num_frames} frames from {num_clips} clip(s) "
                                 f"({len(result.generated)} generated now, {result.seconds:.1f} s).",

@@ -118,8 +118,8 @@ def read_condition_folder(folder: str | Path, allowed=None) -> tuple[Path | None
     clips, problems = load_conditions(folder / "cond.json")
     if problems:
         shown = str(folder.resolve())
-        raise AppInputError([p.replace(shown, folder.name).replace(str(folder), folder.name).split(" — pass --cond")[0]
-                             for p in problems])
+        raise AppInputError([p.replace(shown, folder.name).replace(str(folder), folder.name)
+                             .split(" — pass --cond")[0] for p in problems])
     image = next((folder / f"first{s}" for s in IMAGE_SUFFIXES if (folder / f"first{s}").is_file()), None)
     if allowed is not None:
         from .access import NotAllowedError

@@ -35,7 +35,7 @@ from ..controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from ..longvideo.run_state import RunDir
 from ..longvideo.validation import load_conditions
 from .access import AllowedDirs, NotAllowedError, new_session_id, owner_key, read_owner
-from .engine import OFFLOAD_MODES, ClipView, GenerationRequest, JobControl, Studio, describe_error
+from .engine import OFFLOAD_MODES, ClipView, GenerationRequest, Studio, describe_error
 from .extraction import STAGES, ExtractionOptions
 from .inputs import (
     AppInputError,
@@ -123,8 +123,10 @@ def render_clips(views: list[ClipView], active: int | None = None, url=file_url)
             f'<div class="lv-clip" id="clip-{view.index}">'
             f'<div class="lv-prompt"><b>Clip {view.index}</b>: {html.escape(view.text)}</div>'
             f'<div class="lv-row">'
-            f'<figure id="clip-{view.index}-depth">{_video(url(view.depth, ""))}<figcaption>depth</figcaption></figure>'
-            f'<figure id="clip-{view.index}-tracks">{_video(url(view.track, ""))}<figcaption>tracks</figcaption></figure>'
+            f'<figure id="clip-{view.index}-depth">{_video(url(view.depth, ""))}'
+            '<figcaption>depth</figcaption></figure>'
+            f'<figure id="clip-{view.index}-tracks">{_video(url(view.track, ""))}'
+            '<figcaption>tracks</figcaption></figure>'
             f'<figure id="clip-{view.index}-generated">{generated}<figcaption>generated</figcaption></figure>'
             f'</div></div>')
     return '<div class="lv-clips">' + "".join(rows) + "</div>"
@@ -286,8 +288,10 @@ class Page:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            if key not in self._cached:
+            if key not in self._cached or not Path(self._cached[key]).is_file():  # gradio's clean-up removed it
                 self._cached[key] = self.serve_block.move_resource_to_block_cache(str(path))
+                while len(self._cached) > 20000:
+                    self._cached.pop(next(iter(self._cached)))
             return self._cached[key]
 
     def url(self, path: Path, version: str = "") -> str:
@@ -355,7 +359,9 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
     weight_problems = studio.weight_problems()
     studio.outputs.mkdir(parents=True, exist_ok=True)
 
-    with gr.Blocks(title="LongVie 2") as demo:
+    # Gradio's cache (uploads, previews, copies of run files) is cleaned every 6 h of files older
+    # than a day; run folders are never touched (a page re-copies what it shows).
+    with gr.Blocks(title="LongVie 2", delete_cache=(6 * 3600, 24 * 3600)) as demo:
         session = gr.BrowserState(None, storage_key="longvie-app-session", secret=persistent_secret(studio.outputs))
         source = gr.State({"folder": None, "image": None, "depth": [], "track": []})
         loaded_prompts = gr.State([])
@@ -726,8 +732,8 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                 found["settings"].append(f"Memory mode {offload_!r}: pick one of {', '.join(OFFLOAD_MODES)}")
             image_path = _path(image) or src.get("image")
             if image_path is None:
-                found["inputs"].append("first frame: missing — upload an image (PNG/JPEG) or load a condition folder "
-                                       "with first.png")
+                found["inputs"].append("first frame: missing — upload an image (PNG/JPEG) or load a condition "
+                                       "folder with first.png")
             paired, _ = current_pairing(src, ups, frames_, height_, width_)
             found["inputs"] += paired.problems
             if not paired.rows:

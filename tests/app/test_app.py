@@ -627,7 +627,12 @@ def test_server_folders_under_outputs_follow_run_owners(tmp_path, studio):
 # ------------------------------------------------------------------------------------------------
 # Live preview and stop after this clip (issue 22, point 5)
 # ------------------------------------------------------------------------------------------------
-from longvie.app.preview import WAN21_LATENT_RGB_BIAS, WAN21_LATENT_RGB_FACTORS, latents_to_rgb, preview_strip  # noqa: E402,E501
+from longvie.app.preview import (  # noqa: E402
+    WAN21_LATENT_RGB_BIAS,
+    WAN21_LATENT_RGB_FACTORS,
+    latents_to_rgb,
+    preview_strip,
+)
 
 
 def test_latent_to_rgb_projection_by_hand():

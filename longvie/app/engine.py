@@ -208,10 +208,12 @@ class Studio:
         with self._loading:  # a job waits for a preload in progress instead of loading a second copy
             if key not in self.pipes:
                 self.pipes.clear()  # one model in memory at a time
-                config = {**self.config, "offload": offload, **({"lora": list(loras)} if loras else {})}
+                config = {**self.config, "offload": offload, **({"loras": list(loras)} if loras else {})}
                 pipe = pipeline_loader(config, self.device)()
-                if loras and getattr(pipe, "longvie_app_loras", ()) != loras:
-                    apply_loras(pipe, loras)
+                # A loader that fuses the config's LoRAs itself records them on the denoiser: not twice.
+                fused = getattr(getattr(pipe, "denoiser", None), "_longvie_loras", None)
+                if loras and not fused and getattr(pipe, "longvie_app_loras", ()) != loras:
+                    apply_loras(pipe, loras, self.config.get("model"))
                     pipe.longvie_app_loras = loras
                 self.pipes[key] = pipe
             return self.pipes[key]
@@ -322,7 +324,7 @@ class Studio:
                       run_dir=run_dir, num_clips=num_clips))
         sampler = LongVideoSampler(settings, load_pipe=lambda: self._load_pipe(offload, loras), progress=False)
         config = {**self.config, "offload": offload, **(config or {}), "image": str(image),
-                  **({"lora": list(loras)} if loras else {})}
+                  **({"loras": list(loras)} if loras else {})}
         result = sampler(run_dir, image, clips, seed=seed, redo=redo, config=config,
                          command="python -m longvie.app", notes=notes, on_clip_done=on_clip_done, on_step=on_step,
                          on_preview=on_preview if self.previews else None,
@@ -389,7 +391,7 @@ class Studio:
                                         settings.history_frames, settings.resize)
         if request.loras:
             try:
-                check_loras(request.loras)
+                check_loras(request.loras, self.config.get("model"))
             except AppInputError as err:
                 problems += err.problems
         if problems:
@@ -464,7 +466,7 @@ class Studio:
         recorded = manifest.get("config") or {}
         offload = offload or recorded.get("offload") or self.config.get("offload") or "none"
         return self._generate(run_dir, self.settings_of_run(manifest), image, clips, offload, emit, control,
-                              redo=request, config={"cond": recorded.get("cond")}, loras=recorded.get("lora") or ())
+                              redo=request, config={"cond": recorded.get("cond")}, loras=recorded.get("loras") or ())
 
     def extract(self, video: str | Path | None, options: ExtractionOptions, control: JobControl | None = None,
                 owner: str | None = None) -> Iterator[JobEvent]:
@@ -538,13 +540,14 @@ def _lora_library():
     return lora_library
 
 
-def check_loras(loras: Sequence[str]) -> list:
+def check_loras(loras: Sequence[str], model_config: dict | None = None) -> list:
     """The LoRA specs of ``"PATH[:SCALE]"`` strings (as ``--lora``), checked by the LoRA library
-    (:mod:`longvie.weights.lora`) before the job is queued. Raises :class:`AppInputError`."""
+    (:mod:`longvie.weights.lora`; from the files' headers, against ``model_config``, the config's
+    ``model`` section, None for the release) before the job is queued. Raises :class:`AppInputError`."""
     lora_library = _lora_library()
     try:
-        specs = [lora_library.parse_lora_arg(text) for text in loras]
-        problems = lora_library.check_lora_files(specs)
+        specs = [lora_library.parse_lora_arg(str(text)) for text in loras]
+        problems = lora_library.check_lora_files(specs, model_config)
     except (ValueError, FileNotFoundError) as err:
         raise AppInputError([f"LoRA: {err}"]) from None
     if problems:
@@ -552,10 +555,10 @@ def check_loras(loras: Sequence[str]) -> list:
     return specs
 
 
-def apply_loras(pipe, loras: Sequence[str]) -> None:
-    """Load LoRAs (``"PATH[:SCALE]"`` each, as ``--lora``) into a loaded pipeline, through the LoRA
-    library; a clear message where this installation has none."""
-    _lora_library().load_loras(pipe, check_loras(loras))
+def apply_loras(pipe, loras: Sequence[str], model_config: dict | None = None) -> None:
+    """Fuse LoRAs (``"PATH[:SCALE]"`` each, as ``--lora``) into a loaded pipeline's denoiser, through
+    the LoRA library; a clear message where this installation has none."""
+    _lora_library().load_loras(pipe.denoiser, check_loras(loras, model_config or pipe.denoiser))
 
 
 KNOWN_ERRORS: tuple = (AppInputError, InputValidationError, RunMismatchError, RunLockedError, ValueError,

@@ -324,6 +324,7 @@ class LongViePipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         cfg_batch: bool = False,
         step_cache=None,
+        callback_on_step_end_tensor_inputs=("latents",),
     ) -> ClipOutput:
         """Generate one clip.
 
@@ -340,6 +341,8 @@ class LongViePipeline(DiffusionPipeline):
                 (resize short side + centre crop, upstream training) or "stretch" (plain resize, upstream inference).
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
                 may return a dict with a replacement "latents".
+            callback_on_step_end_tensor_inputs: what the callback's dict holds: "latents", and
+                "x0" (the current estimate of the clean latents, for previews) when asked for.
             cfg_batch: run the guidance branches as one batch of 2 (faster on a GPU, more memory).
             step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig` (off by
                 default): skip most blocks on steps where the first block's change is small.
@@ -435,7 +438,12 @@ class LongViePipeline(DiffusionPipeline):
                 velocity = guided(latents.to(dtype), timestep)
                 latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
-                    update = callback_on_step_end(self, step, t, {"latents": latents})
+                    tensors = {"latents": latents}
+                    if "x0" in callback_on_step_end_tensor_inputs:
+                        # Flow matching: x_t = (1 - s) x0 + s eps, v = eps - x0, and the Euler step gives
+                        # x_next = x_t + (s_next - s) v, so x0 = x_next - s_next v (no extra model call).
+                        tensors["x0"] = latents - scheduler.sigmas[step + 1].to(latents.device) * velocity.float()
+                    update = callback_on_step_end(self, step, t, tensors)
                     if update and "latents" in update:
                         latents = update["latents"]
 

@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,7 @@ _DIFF_SUFFIXES = {".diff": ".weight", ".diff_b": ".bias", ".diff_m": ".modulatio
 # Per-module LoRA tensors: (suffix in the file, role).
 _LORA_SUFFIXES = (("lora_A.weight", "A"), ("lora_down.weight", "A"), ("lora_B.weight", "B"), ("lora_up.weight", "B"),
                   ("lora_B.bias", "bias"), ("alpha", "alpha"))
-_ORIGINAL_WAN_KEY = re.compile(r"^(blocks\.\d+\.(self_attn|cross_attn|ffn|norm\d|modulation)|text_embedding|"
+_ORIGINAL_WAN_KEY = re.compile(r"^(blocks\.\d+\.(self_attn|cross_attn|ffn\.\d|norm\d|modulation)|text_embedding|"
                                r"time_embedding|time_projection|img_emb|head)\b")
 _UNSUPPORTED = (("dora_scale", "DoRA"), ("lora_magnitude_vector", "DoRA"), ("hada_w", "LyCORIS LoHa"),
                 ("lokr_w", "LyCORIS LoKr"), ("lora_mid", "LyCORIS LoCon (lora_mid)"))
@@ -591,17 +592,27 @@ def _refuse_unmergeable(denoiser) -> None:
                             "(LongViePipeline.from_pretrained(..., loras=...) does)")
 
 
+def _parameter(module: nn.Module, name: str) -> nn.Parameter:
+    """``module``'s parameter ``name``, looking through PEFT's wrapper (``.base_layer``) of an unfused LoRA."""
+    path, _, attr = name.rpartition(".")
+    owner = module.get_submodule(path) if path else module
+    if hasattr(owner, "get_base_layer"):
+        owner = owner.get_base_layer()
+    return getattr(owner, attr)
+
+
 @torch.no_grad()
 def _add_differences(module: nn.Module, diffs: dict, scale: float) -> None:
-    params = dict(module.named_parameters())
     for name, diff in diffs.items():
-        param = params[name]
+        param = _parameter(module, name)
         update = param.data.float() + scale * diff.to(param.device, torch.float32).reshape(param.shape)
         param.data.copy_(update.to(param.dtype))
 
 
-def _apply(denoiser, lora_files: list[_LoraFile], scales: list[float], fuse: bool) -> list[str]:
-    """PEFT adapters for every file at its scale (fused and unloaded when ``fuse``), then the differences."""
+def _apply(denoiser, lora_files: list[_LoraFile], scales: list[float], fuse: bool,
+           saved: dict | None = None) -> list[str]:
+    """PEFT adapters for every file at its scale (fused and unloaded when ``fuse``), then the differences
+    (their parameters' values before are kept in ``saved`` for an exact unfuse; None: no differences)."""
     names = [f"longvie_lora_{next(_adapter_ids)}" for _ in lora_files]
     for part_name, module in (("dit", denoiser.transformer), ("control", denoiser.control)):
         active, weights = [], []
@@ -611,7 +622,9 @@ def _apply(denoiser, lora_files: list[_LoraFile], scales: list[float], fuse: boo
                 continue
             ordered = dict(sorted(state.items(), key=lambda item: ".lora_A." not in item[0]))  # lora_A key first
             metadata = lora_file.peft_metadata if part_name == "dit" else None
-            module.load_lora_adapter(ordered, adapter_name=name, prefix=None, metadata=metadata)
+            with warnings.catch_warnings():  # PEFT notes that a second adapter joins the first: intended
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                module.load_lora_adapter(ordered, adapter_name=name, prefix=None, metadata=metadata)
             active.append(name)
             weights.append(scale)
         if not active:
@@ -620,9 +633,13 @@ def _apply(denoiser, lora_files: list[_LoraFile], scales: list[float], fuse: boo
         if fuse:
             module.fuse_lora(adapter_names=active)
             module.unload_lora()  # PEFT wrappers out: plain Linear layers holding W + scale * BA
-    for lora_file, scale in zip(lora_files, scales):
-        _add_differences(denoiser.transformer, lora_file.dit_diffs, scale)
-        _add_differences(denoiser.control, lora_file.control_diffs, scale)
+    if saved is not None:
+        for lora_file, scale in zip(lora_files, scales):
+            for part, module, diffs in (("dit", denoiser.transformer, lora_file.dit_diffs),
+                                        ("control", denoiser.control, lora_file.control_diffs)):
+                for name in diffs:
+                    saved.setdefault((part, name), _parameter(module, name).detach().to("cpu", copy=True))
+                _add_differences(module, diffs, scale)
     return names
 
 
@@ -656,7 +673,9 @@ def load_loras(denoiser, specs, fuse: bool = True) -> list[dict]:
     problems = [p for lora_file in lora_files for p in (lora_file.problems or _check(lora_file, shapes))]
     if problems:
         raise LoraError("cannot apply the LoRA(s):\n" + "\n".join(f"  - {p}" for p in problems))
-    names = _apply(denoiser, lora_files, [spec.scale for spec in specs], fuse)
+    saved = getattr(denoiser, "_longvie_lora_saved", {})
+    names = _apply(denoiser, lora_files, [spec.scale for spec in specs], fuse, saved)
+    denoiser._longvie_lora_saved = saved
     records = []
     for lora_file, name in zip(lora_files, names):
         spec = lora_file.spec
@@ -672,7 +691,7 @@ def unfuse_loras(denoiser) -> list[dict]:
 
     Fused LoRAs are taken out by applying the same file again with -scale (W + sBA - sBA: the base
     weights up to float rounding); the file must be unchanged (sha256). Unfused ones: their PEFT layers
-    are deleted (exact).
+    are deleted (exact). Parameters changed by full differences get their saved values back (exact).
     """
     records = getattr(denoiser, "_longvie_loras", [])
     if not records:
@@ -688,15 +707,15 @@ def unfuse_loras(denoiser) -> list[dict]:
                 raise LoraError(f"{path}: changed or removed since it was fused (sha256 {record['sha256'][:12]}); "
                                 "the fused weights cannot be restored from it — reload the model instead")
             lora_files.append(_read(LoraSpec(path, record["scale"]), header_only=False))
-        _apply(denoiser, lora_files, [-r["scale"] for r in fused], fuse=True)
+        _apply(denoiser, lora_files, [-r["scale"] for r in fused], fuse=True, saved=None)
     if unfused:
-        with torch.no_grad():
-            for part_name, module in (("dit", denoiser.transformer), ("control", denoiser.control)):
-                if getattr(module, "_hf_peft_config_loaded", False):
-                    module.unload_lora()
-        for record in unfused:
-            lora_file = _read(LoraSpec(Path(record["path"]), record["scale"]), header_only=False)
-            _add_differences(denoiser.transformer, lora_file.dit_diffs, -record["scale"])
-            _add_differences(denoiser.control, lora_file.control_diffs, -record["scale"])
+        for module in (denoiser.transformer, denoiser.control):
+            if getattr(module, "_hf_peft_config_loaded", False):
+                module.unload_lora()
+    with torch.no_grad():  # the parameters full differences changed: their values from before, exactly
+        for (part, name), value in getattr(denoiser, "_longvie_lora_saved", {}).items():
+            param = _parameter(denoiser.transformer if part == "dit" else denoiser.control, name)
+            param.data.copy_(value.to(param.device))
+    denoiser._longvie_lora_saved = {}
     denoiser._longvie_loras = []
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]

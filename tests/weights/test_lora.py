@@ -319,3 +319,29 @@ def test_parse_lora_arg(tmp_path):
         parse_lora_arg("a.safetensors:nan")
     with pytest.raises(ValueError, match="empty"):
         parse_lora_arg("  ")
+
+
+class _StandInStream:  # CPU stand-in for a CUDA stream (as tests/acceleration/test_offload.py)
+    def synchronize(self):
+        pass
+
+    def wait_stream(self, other):
+        pass
+
+
+@torch.no_grad()
+def test_fused_lora_then_group_offload_and_not_after(truth, tmp_path, monkeypatch):
+    from longvie.acceleration.offload import apply_group_offload
+
+    stream = _StandInStream()
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self.clone())
+    monkeypatch.setattr(torch.cpu, "current_stream", lambda *a: stream)
+    path, _, _ = write_format("control", tmp_path, truth)
+    transformer = build_tiny_transformer(0)
+    model = LongVieDenoiser(transformer, build_tiny_control(transformer)).eval()
+    load_loras(model, [LoraSpec(path, 0.9)])
+    expected = model(**make_inputs())
+    apply_group_offload(model, torch.device("cpu"), stream=stream)  # the pipeline's order: LoRA, then offload
+    torch.testing.assert_close(model(**make_inputs()), expected, rtol=0, atol=0)
+    with pytest.raises(LoraError, match="before enabling offload"):
+        load_loras(model, [path])

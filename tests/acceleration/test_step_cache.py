@@ -188,3 +188,29 @@ def test_pipeline_caches_one_per_branch_and_skips_per_plan(tiny_pipeline):
     exact, _ = tiny_pipeline(video[0], "a test", video, video, num_frames=9, height=32, width=48,
                              num_inference_steps=6, progress=False)
     assert frames.shape == exact.shape and 0 < np.abs(frames.astype(int) - exact.astype(int)).mean() < 64
+
+
+
+def test_all_ranks_decide_alike_under_torch_distributed(monkeypatch):
+    """CFG-parallel MagCache: each rank plans its own branch; the plans are combined with an all-reduce so
+    that a step is skipped only where every rank skips it. Two ranks are simulated: the all-reduce sees the
+    other rank's flags and must apply MIN."""
+    import torch.distributed as dist
+
+    other_rank, _ = magcache_decisions([1.0, 1.0, 0.5, 1.0, 1.0], 0.3, 6, 1)   # the uncond branch's plan
+    seen = {}
+
+    def all_reduce(tensor, op=None):
+        seen["op"] = op
+        other = torch.tensor([int(s) for s in other_rank], dtype=tensor.dtype)
+        tensor.copy_(torch.minimum(tensor, other) if op == dist.ReduceOp.MIN else tensor + other)
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    config = StepCacheConfig("magcache", threshold=0.3, retention_ratio=0.0,
+                             magcache_ratios={"cond": [1.0] * 5, "uncond": [1.0, 1.0, 0.5, 1.0, 1.0]})
+    plan = make_step_cache(config, 5, branch="cond").plan()
+    own, _ = magcache_decisions([1.0] * 5, 0.3, 6, 1)
+    assert own != other_rank and seen["op"] == dist.ReduceOp.MIN
+    assert plan == [a and b for a, b in zip(own, other_rank)]

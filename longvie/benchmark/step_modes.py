@@ -31,8 +31,8 @@ def cache_modes(args) -> list:
     for kind in args.cache or []:
         thresholds = [args.cache_threshold] if args.cache_threshold is not None else published[kind]
         for threshold in thresholds:
-            config = StepCacheConfig(kind=kind, threshold=threshold,
-                                     magcache_ratios=getattr(args, "cache_ratios", None) if kind == "magcache" else None)
+            ratios = getattr(args, "cache_ratios", None) if kind == "magcache" else None
+            config = StepCacheConfig(kind=kind, threshold=threshold, magcache_ratios=ratios)
             modes.append(Mode(f"cache-{kind}-{threshold:g}", {"step_cache": config}))
     return modes
 
@@ -86,8 +86,8 @@ def fast_mode(args):
         if state.get("records"):
             pipe.unfuse_loras()
 
-    return Mode("fast", {"timesteps": FAST_TIMESTEPS, "guidance_scale": 1.0, "num_inference_steps": len(FAST_TIMESTEPS)},
-                apply=apply, undo=undo)
+    kwargs = {"timesteps": FAST_TIMESTEPS, "guidance_scale": 1.0, "num_inference_steps": len(FAST_TIMESTEPS)}
+    return Mode("fast", kwargs, apply=apply, undo=undo)
 
 
 def fast_note(args) -> str:
@@ -119,7 +119,8 @@ def check_fast_lora(args) -> str | None:
 def precheck(args) -> str | None:
     """Problems knowable before loading: the fast mode's LoRA, an existing calibration output file."""
     if getattr(args, "calibrate_magcache", None) is not None and Path(args.calibrate_magcache).exists():
-        return f"--calibrate-magcache {args.calibrate_magcache}: exists; choose a new file name (it is never overwritten)"
+        return (f"--calibrate-magcache {args.calibrate_magcache}: exists; choose a new file name "
+                "(it is never overwritten)")
     return check_fast_lora(args) if getattr(args, "fast", False) else None
 
 

@@ -378,7 +378,8 @@ def _shapes_of(transformer: nn.Module, control: nn.Module | None) -> _Shapes:
     def collect(module):
         if module is None:
             return {}, {}
-        linear = {name: (m.out_features, m.in_features) for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+        linear = {name: (m.out_features, m.in_features) for name, m in module.named_modules()
+                  if isinstance(m, nn.Linear)}
         params = {name: tuple(p.shape) for name, p in module.named_parameters()}
         return linear, params
 
@@ -450,7 +451,8 @@ def lora_model_config(base_dir=None, control_path=None) -> dict | None:
     layers = RELEASE_CONTROL_LAYERS
     if control_path is not None:
         try:
-            names = convert_control_state_dict({k: k for k in safetensors_shapes(control_path)}, source=str(control_path))
+            names = convert_control_state_dict({k: k for k in safetensors_shapes(control_path)},
+                                               source=str(control_path))
             layers = control_depth_from_keys(names)
         except (OSError, ValueError, LongVieError, KeyError):
             pass

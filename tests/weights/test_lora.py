@@ -120,7 +120,8 @@ def write_musubi(folder, model, scale_seed=3):
     layers = dict(model.transformer.named_modules())
     for i in range(len(model.transformer.blocks)):
         for m in modules:
-            original = f"blocks.{i}.{m.replace('self_attn_', 'self_attn.').replace('cross_attn_', 'cross_attn.').replace('ffn_', 'ffn.')}"
+            dotted = m.replace("self_attn_", "self_attn.").replace("cross_attn_", "cross_attn.").replace("ffn_", "ffn.")
+            original = f"blocks.{i}.{dotted}"
             layer = layers[_ours(original)]
             a = torch.randn(RANK, layer.in_features, generator=g) * 0.1
             b = torch.randn(layer.out_features, RANK, generator=g) * 0.1
@@ -227,7 +228,8 @@ def _bad_files(folder, truth):
         "t2v_whole_model": {"diffusion_model.blocks.0.cross_attn.k.lora_down.weight": a,
                             "diffusion_model.blocks.0.cross_attn.k.lora_up.weight": b,
                             "diffusion_model.blocks.0.cross_attn.k.diff_b": torch.zeros(64)},
-        "dora": {"transformer.blocks.0.attn1.to_q.lora_A.weight": a, "transformer.blocks.0.attn1.to_q.lora_B.weight": b,
+        "dora": {"transformer.blocks.0.attn1.to_q.lora_A.weight": a,
+                 "transformer.blocks.0.attn1.to_q.lora_B.weight": b,
                  "transformer.blocks.0.attn1.to_q.dora_scale": torch.ones(64)},
     }
     paths = {name: _write(folder / f"{name}.safetensors", tensors) for name, tensors in files.items()}

@@ -167,7 +167,7 @@ def selected_modes(args) -> list[Mode]:
         modes.append(Mode("cfg-batch", {"cfg_batch": True}))
     from .step_modes import cache_modes, fast_mode
 
-    modes += cache_modes(args)
+    modes += cache_modes(args, Mode)
     if args.compile:
         modes.append(Mode("compile", apply=_compile, undo=_uncompile))
     if args.repeat_exact:
@@ -175,7 +175,7 @@ def selected_modes(args) -> list[Mode]:
     if args.vae_tiling:
         modes.append(Mode("vae-tiling", apply=_vae_tiling(True), undo=_vae_tiling(False)))
     if getattr(args, "fast", False):
-        modes.append(fast_mode(args))
+        modes.append(fast_mode(args, Mode))
     if args.fp8:
         modes.append(Mode("fp8", apply=_fp8))
     if args.offload:  # last: offload hooks stay; after --fp8 this measures FP8 storage + offload

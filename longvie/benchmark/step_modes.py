@@ -21,9 +21,9 @@ from pathlib import Path
 FAST_TIMESTEPS = [1000, 750, 500, 250]
 
 
-def cache_modes(args) -> list:
+def cache_modes(args, Mode) -> list:
+    """One ``Mode`` (the benchmark's mode class) per cache kind and threshold."""
     from ..acceleration.step_cache import DEFAULT_THRESHOLDS, MAGCACHE_THRESHOLDS, TEACACHE_THRESHOLDS, StepCacheConfig
-    from .speed import Mode
 
     published = {"teacache": TEACACHE_THRESHOLDS, "magcache": MAGCACHE_THRESHOLDS,
                  "firstblock": (DEFAULT_THRESHOLDS["firstblock"],)}
@@ -70,10 +70,8 @@ def fast_lora_path(args) -> Path | None:
     return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
 
-def fast_mode(args):
+def fast_mode(args, Mode):
     """The fast mode: the distilled schedule without guidance, with its LoRA fused for the run."""
-    from .speed import Mode
-
     state = {}
 
     def apply(pipe):

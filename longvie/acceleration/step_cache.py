@@ -257,6 +257,9 @@ def timestep_modulation(transformer, timesteps: torch.Tensor, measures: str = "t
 
     def linear(inputs, layer, chunk: int = 4096):
         weight, bias = layer.weight, layer.bias
+        if type(weight.data) is not torch.Tensor:  # a quantised tensor subclass: its own forward, then float32
+            dtype = bias.dtype if bias is not None else torch.bfloat16
+            return layer(inputs.to(dtype)).float()
         parts = [F.linear(inputs, weight[i:i + chunk].float(), None if bias is None else bias[i:i + chunk].float())
                  for i in range(0, weight.shape[0], chunk)]
         return torch.cat(parts, dim=-1)

@@ -51,7 +51,8 @@ DEFAULT_CONFIG = "longvie2_i2v_14b"
 SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
 SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
                      "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16,
-                     "vae_tiling": False, "fp8": False, "step_cache": None, "step_cache_threshold": None}
+                     "vae_tiling": False, "fp8": False, "step_cache": None, "step_cache_threshold": None,
+                     "timesteps": None, "step_cache_ratios": None}
 
 
 def cache_dir() -> Path:
@@ -105,10 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
                        help="FP8 weight storage of the DiT and control branch, bf16 compute (about half the "
                             "weight memory; pixels differ slightly; recorded in the run) [off]")
-    speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache"),
-                       help="skip redundant denoising steps (faster; pixels differ; recorded in the run) [off]")
+    speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache", "magcache"),
+                       help="skip redundant denoising steps (faster; pixels differ; recorded in the run): firstblock, "
+                            "teacache (TeaCache4Wan2.1, I2V-480P coefficients) or magcache (MagCache) [off]")
     speed.add_argument("--cache-threshold", dest="step_cache_threshold", type=float,
-                       help="step-cache threshold [the kind's default]")
+                       help="step-cache threshold [firstblock 0.05, teacache 0.20 (published: 0.13 0.19 0.26 / "
+                            "0.20 0.30), magcache 0.24]")
+    speed.add_argument("--cache-ratios", dest="step_cache_ratios", metavar="FILE",
+                       help="magcache: magnitude ratios recorded by `python -m longvie.benchmark --calibrate-magcache "
+                            "FILE` [the published Wan2.1-I2V-14B-480P ratios]")
+    speed.add_argument("--lora", dest="loras", action="append", metavar="PATH[:SCALE]",
+                       help="a LoRA (.safetensors: diffusers/PEFT, kohya/ComfyUI, LightX2V, DiffSynth layouts) fused "
+                            "into the DiT (and the control branch where it has keys for it); repeatable; recorded in "
+                            "the run [none]")
+    speed.add_argument("--fast", action="store_true",
+                       help="4-step distilled mode (configs/longvie2_i2v_14b_fast.yaml): timesteps 1000 750 500 250, "
+                            "no guidance, LightX2V's distill LoRA (python download_wan2.1.py --fast-lora); trained on "
+                            "plain Wan, so its agreement with the control branch is measured, not promised")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the repeated blocks (same math; the first clip pays the compile time)")
     speed.add_argument("--max-vram", type=float, metavar="GiB",
@@ -126,7 +140,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
                  "cfg": args.cfg, "shift": args.shift, "resize": args.resize,
                  "vae_tiling": getattr(args, "vae_tiling", None), "fp8": getattr(args, "fp8", None),
                  "step_cache": getattr(args, "step_cache", None),
-                 "step_cache_threshold": getattr(args, "step_cache_threshold", None)}
+                 "step_cache_threshold": getattr(args, "step_cache_threshold", None),
+                 "step_cache_ratios": getattr(args, "step_cache_ratios", None)}
     if args.seed is not None and args.redo is None:
         overrides["seed"] = args.seed
     config = merge(config, {"offload": args.offload})
@@ -136,6 +151,14 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config.setdefault("dtype", "bfloat16")
     config.setdefault("offload", "none")
     config["compile"] = bool(getattr(args, "compile", False))
+    if getattr(args, "fast", False):  # the fast config's schedule (+ its LoRA), then the command line's overrides
+        from .loras import apply_fast
+
+        config["fast_note"] = apply_fast(config, is_tiny(config))
+        config["sampling"] = merge(config["sampling"], overrides)
+    from .loras import add_cli_loras
+
+    add_cli_loras(config, getattr(args, "loras", None))
     return config
 
 
@@ -247,10 +270,13 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
         else:
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
         target = run_device(config, device)
+        from .loras import lora_specs
+
         pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none",
                                                vae_tiling=bool(config["sampling"].get("vae_tiling", False)),
-                                               load_text_encoder=text_encoder)
+                                               load_text_encoder=text_encoder,
+                                               loras=lora_specs(config)[0] or None)
         if config["sampling"].get("fp8"):
             from ..acceleration.fp8 import apply_fp8_storage
 
@@ -434,6 +460,29 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     threshold = s.get("step_cache_threshold")
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         problems.append(f"--cache-threshold {threshold}: must be a finite number >= 0")
+    timesteps = s.get("timesteps")
+    if timesteps is not None:
+        from ..sampling.scheduling import check_timesteps
+
+        try:
+            if len(check_timesteps(timesteps)) != s["steps"]:
+                problems.append(f"--steps {s['steps']}: the schedule names {len(timesteps)} timesteps {timesteps} "
+                                "(sampling.timesteps); drop one of them")
+        except ValueError as err:
+            problems.append(f"sampling.timesteps in {config['config_file']}: {err}")
+    if s.get("step_cache_ratios") is not None and s.get("step_cache") != "magcache":
+        problems.append("--cache-ratios: the magnitude ratios are for --cache magcache")
+    elif s.get("step_cache_ratios") is not None:
+        from ..acceleration.step_cache import load_mag_ratios
+
+        try:
+            load_mag_ratios(s["step_cache_ratios"])
+        except ValueError as err:
+            problems.append(f"--cache-ratios: {err}")
+    from .loras import check_loras, lora_specs
+
+    specs, lora_problems = lora_specs(config)
+    problems += lora_problems
     if config.get("dtype") not in DTYPES:
         problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
     shape_ok = not problems
@@ -450,6 +499,9 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         weights_problems = check_weight_headers(_resolve_dir(config["base_model_dir"]),
                                                 _resolve_dir(config["longvie_dir"]))
     problems += weights_problems
+    problems += check_loras(config, specs, _resolve_dir(config.get("base_model_dir")),
+                            _resolve_dir(config.get("longvie_dir")), tiny=is_tiny(config),
+                            model_known=is_tiny(config) or not weights_problems)
     if problems and args.cond is None:  # no point rendering the default example
         if args.out is not None:
             problems += check_output_dir(args.out)
@@ -484,12 +536,18 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
             raise InputValidationError([str(err)]) from None
 
     session.out = out
+    if config.get("fast_note"):
+        logger.info("%s", config.pop("fast_note"))
+    from .loras import lora_records
+
+    lora_settings, config["loras"] = lora_records(specs)  # sha256 of each LoRA: compared on resume
     settings = LongVideoSettings(
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
         seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=bool(s.get("fp8", False)),
-        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"))
+        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"),
+        loras=lora_settings, timesteps=s.get("timesteps"), step_cache_ratios=s.get("step_cache_ratios"))
     if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2

@@ -96,14 +96,19 @@ class LongVideoSettings:
     dtype: str = "bfloat16"
     vae_tiling: bool = False  # tiled VAE encode/decode changes pixels slightly: part of the run's identity
     fp8: bool = False  # FP8 weight storage of the denoiser (bf16 compute): changes pixels slightly
-    step_cache: str | None = None  # "firstblock" | "teacache": skip redundant steps (changes pixels)
+    step_cache: str | None = None  # "firstblock" | "teacache" | "magcache": skip redundant steps (changes pixels)
     step_cache_threshold: float | None = None  # None: the kind's default
+    loras: tuple = ()  # [{sha256, scale}] of the LoRAs fused into the denoiser (longvideo.loras)
+    timesteps: tuple | None = None  # explicit schedule before the shift (the fast mode: 1000, 750, 500, 250)
+    step_cache_ratios: str | None = None  # magcache: calibrated magnitude ratios file (None: the published ones)
     seed: int = 0
 
     def recorded(self) -> dict:
         """The settings a resumed run must match (all but the default seed)."""
         settings = asdict(self)
         settings.pop("seed")
+        settings["loras"] = [dict(entry) for entry in self.loras]  # lists, as the manifest's JSON reads back
+        settings["timesteps"] = None if self.timesteps is None else [float(t) for t in self.timesteps]
         return settings
 
 
@@ -350,7 +355,10 @@ class LongVideoSampler:
         if s.step_cache is not None:
             from ..acceleration.step_cache import StepCacheConfig
 
-            extra["step_cache"] = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold)
+            extra["step_cache"] = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold,
+                                                  magcache_ratios=s.step_cache_ratios)
+        if s.timesteps is not None:
+            extra["timesteps"] = list(s.timesteps)
         if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
             self.pipe.set_vae_tiling(s.vae_tiling)
         if hasattr(self.pipe, "cache_prompts"):  # every prompt of the session encoded once (one rank under torchrun)

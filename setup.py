@@ -29,6 +29,8 @@ setup(
         "diffusers>=0.36",
         "transformers>=4.57.1",
         "accelerate>=1.10.1",
+        # LoRAs (longvie/weights/lora.py): diffusers' LoRA loading runs on PEFT. Tested with peft 0.21.2.
+        "peft>=0.21.2",
         "safetensors>=0.8",
         "huggingface_hub>=0.36.2",
         "tokenizers>=0.22",

@@ -30,11 +30,13 @@ MAX_FRAMES = 1001
 
 # Top-level keys of a sampling config (configs/longvie2_i2v_14b.yaml, configs/tiny.yaml) and their types.
 CONFIG_KEYS = {"preset": (str,), "base_model_dir": (str, type(None)), "longvie_dir": (str, type(None)),
-               "dtype": (str,), "offload": (str,), "model": (dict,), "sampling": (dict,)}
+               "dtype": (str,), "offload": (str,), "model": (dict,), "sampling": (dict,),
+               "loras": (list, type(None))}  # LoRAs: PATH[:SCALE] strings or {path, scale, ...} (longvideo.loras)
 SAMPLING_KEYS = {"num_frames": (int,), "height": (int,), "width": (int,), "steps": (int,), "cfg": (int, float),
                  "shift": (int, float), "seed": (int,), "history_frames": (int,), "resize": (str,),
                  "negative_prompt": (str, type(None)), "fps": (int, float), "vae_tiling": (bool,),
-                 "fp8": (bool,), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None))}
+                 "fp8": (bool,), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None)),
+                 "timesteps": (list, type(None)), "step_cache_ratios": (str, type(None))}
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 OFFLOAD_MODES = ("none", "model", "group")
 
@@ -235,8 +237,8 @@ def check_config_file(path) -> list[str]:
                 problems.append(f"{path}:{line}: offload {value!r}: must be one of {', '.join(OFFLOAD_MODES)}")
             elif key == "resize" and value not in RESIZE_MODES:
                 problems.append(f"{path}:{line}: resize {value!r}: must be one of {', '.join(RESIZE_MODES)}")
-            elif key == "step_cache" and value not in (None, "firstblock", "teacache"):
-                problems.append(f"{path}:{line}: step_cache {value!r}: must be null, firstblock or teacache")
+            elif key == "step_cache" and value not in (None, "firstblock", "teacache", "magcache"):
+                problems.append(f"{path}:{line}: step_cache {value!r}: must be null, firstblock, teacache or magcache")
 
     check_mapping(root, {**CONFIG_KEYS, **SAMPLING_KEYS}, "")
     return problems

@@ -378,7 +378,8 @@ def recorded_settings(manifest: dict) -> dict:
     recorded = dict(manifest["settings"])
     if "vae_tiling" not in recorded:
         recorded["vae_tiling"] = (manifest.get("config") or {}).get("offload") == "group"
-    for key, value in (("fp8", False), ("step_cache", None), ("step_cache_threshold", None)):
+    for key, value in (("fp8", False), ("step_cache", None), ("step_cache_threshold", None), ("loras", []),
+                       ("timesteps", None), ("step_cache_ratios", None)):
         recorded.setdefault(key, value)  # added later; earlier runs ran without them
     return recorded
 

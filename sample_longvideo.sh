@@ -22,7 +22,7 @@ $USAGE
 Ultra-long video generation with LongVie 2, clip by clip; re-running the same command resumes.
 Options of this script:
   --gpus N      one video on N GPUs with torchrun: CFG-parallel x sequence parallel N/2
-                (odd N: sequence parallel N) [1]
+                (odd N, or guidance off as with --fast: sequence parallel N) [1]
   -h, --help    this help, then the options of python -m longvie.sample
 Every other option goes to python -m longvie.sample (below), which checks it.
 EOF
@@ -68,6 +68,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "$GPUS" -eq 1 ]]; then
   exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${ARGS[@]+"${ARGS[@]}"}"
 fi
-if (( GPUS % 2 == 0 )); then PARALLEL=(--cfg-parallel --sp $((GPUS / 2))); else PARALLEL=(--sp "$GPUS"); fi
+# --split-gpus: Python picks CFG-parallel x sequence parallel N/2 (guidance on, N even) or sequence
+# parallel N (odd N, or guidance off as in --fast), once the config is read.
 exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m longvie.sample \
-  --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${PARALLEL[@]}" "${ARGS[@]+"${ARGS[@]}"}"
+  --config "$ROOT/configs/longvie2_i2v_14b.yaml" --split-gpus "${ARGS[@]+"${ARGS[@]}"}"

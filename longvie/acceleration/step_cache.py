@@ -279,15 +279,29 @@ def relative_l1_trace(values: torch.Tensor) -> list[float]:
     return [0.0] + change.tolist()
 
 
-def _all_ranks_agree(skips: list[bool], device: torch.device) -> list[bool]:
-    """Skip a step only where every rank skips it (ranks of a sequence-parallel group must run the same
-    blocks; the plans are equal by construction, this makes it certain)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or not skips:
+WORLD = "world"  # reduce over every rank (the default when no group is given)
+
+
+def _reduce(tensor: torch.Tensor, group, op=None) -> None:
+    """All-reduce ``tensor`` in place over ``group``: ``WORLD`` = every rank when torch.distributed is
+    initialised, ``None`` = nothing to agree with (one process, or CFG-parallel ranks without sequence
+    parallelism: those compute different guidance branches and must decide on their own, as one
+    process does), else a process group (the sequence-parallel group of this rank)."""
+    if group is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    kwargs = {} if group == WORLD else {"group": group}
+    torch.distributed.all_reduce(tensor, op=op or torch.distributed.ReduceOp.SUM, **kwargs)
+
+
+def _all_ranks_agree(skips: list[bool], device: torch.device, group=WORLD) -> list[bool]:
+    """Skip a step only where every rank of ``group`` skips it (ranks of a sequence-parallel group must
+    run the same blocks; the plans are equal by construction, this makes it certain)."""
+    if group is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()) or not skips:
         return skips
     if torch.distributed.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     flags = torch.tensor([int(s) for s in skips], dtype=torch.int32, device=device)
-    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    _reduce(flags, group, torch.distributed.ReduceOp.MIN)
     return [bool(f) for f in flags.tolist()]
 
 
@@ -299,8 +313,8 @@ class StepCache:
     whether it was skipped, and the kind's measurements.
     """
 
-    def __init__(self, config: StepCacheConfig, num_steps: int, branch: str = "cond"):
-        self.config, self.num_steps, self.branch = config, num_steps, branch
+    def __init__(self, config: StepCacheConfig, num_steps: int, branch: str = "cond", group=WORLD):
+        self.config, self.num_steps, self.branch, self.group = config, num_steps, branch, group
         self.call = 0
         self.skipped = 0
         self._residual = None          # (B, S, dim) what the skippable blocks added on the last computed call
@@ -317,15 +331,14 @@ class StepCache:
 class FirstBlockCache(StepCache):
     """``firstblock``: decide from the change of block 0's residual; skip blocks 1.. (see module docstring)."""
 
-    def __init__(self, config: StepCacheConfig, num_steps: int, branch: str = "cond"):
-        super().__init__(config, num_steps, branch)
+    def __init__(self, config: StepCacheConfig, num_steps: int, branch: str = "cond", group=WORLD):
+        super().__init__(config, num_steps, branch, group)
         self._previous_first = None     # (B, S, dim) residual of block 0 on the previous call
         self.trace["change"] = []
 
     def _relative_change(self, first: torch.Tensor) -> float:
         sums = torch.stack([(first - self._previous_first).abs().sum(), self._previous_first.abs().sum()]).float()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(sums)
+        _reduce(sums, self.group)
         change, scale = sums.tolist()
         return change / max(scale, 1e-12)
 
@@ -359,8 +372,8 @@ class ScheduledCache(StepCache):
     modulation; MagCache: the calibrated ratios); a skipped call skips every block."""
 
     def __init__(self, config: StepCacheConfig, num_steps: int, branch: str = "cond", timesteps=None,
-                 transformer=None):
-        super().__init__(config, num_steps, branch)
+                 transformer=None, group=WORLD):
+        super().__init__(config, num_steps, branch, group)
         if config.kind == "teacache" and (timesteps is None or transformer is None):
             raise ValueError("a TeaCache step cache needs the clip's timesteps and the DiT (its timestep embedder): "
                              "make_step_cache(config, num_steps, timesteps=..., denoiser=...)")
@@ -392,7 +405,7 @@ class ScheduledCache(StepCache):
             ratios = nearest_resample(ratios, self.num_steps)
             skips, errors = magcache_decisions(ratios, c.threshold, c.max_skip_steps, first_steps, last_steps)
             self.trace.update(ratios=ratios, accumulated=errors)
-        self._plan = _all_ranks_agree(skips, device or torch.device("cpu"))
+        self._plan = _all_ranks_agree(skips, device or torch.device("cpu"), self.group)
         self.trace["plan"] = list(self._plan)
         return self._plan
 
@@ -404,8 +417,7 @@ class ScheduledCache(StepCache):
         else:
             sums = torch.stack([(norms / self._previous_norms).sum(), torch.tensor(float(norms.numel()),
                                                                                   device=norms.device)])
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(sums)
+            _reduce(sums, self.group)
             total, count = sums.tolist()
             ratio = total / count
         self._previous_norms = norms
@@ -428,7 +440,7 @@ class ScheduledCache(StepCache):
 
 
 def make_step_cache(config: StepCacheConfig, num_steps: int, timesteps=None, denoiser=None,
-                    branch: str = "cond") -> StepCache:
+                    branch: str = "cond", group=WORLD) -> StepCache:
     """The ``block_stack`` for one guidance branch of one clip.
 
     Args:
@@ -436,11 +448,14 @@ def make_step_cache(config: StepCacheConfig, num_steps: int, timesteps=None, den
         timesteps: (num_steps,) the timesteps as the denoiser receives them (TeaCache).
         denoiser: the :class:`LongVieDenoiser` (TeaCache reads its timestep embedder).
         branch: "cond" or "uncond" (MagCache's calibrated ratios are per branch).
+        group: the ranks that must decide alike: ``WORLD`` (every rank), ``None`` (none: one process, or
+            CFG-parallel ranks without sequence parallelism) or a process group (the sequence-parallel
+            group; its ranks share one denoiser call's tokens).
     """
     if config.kind == "firstblock":
-        return FirstBlockCache(config, num_steps, branch)
+        return FirstBlockCache(config, num_steps, branch, group)
     transformer = getattr(denoiser, "transformer", denoiser)
-    return ScheduledCache(config, num_steps, branch, timesteps=timesteps, transformer=transformer)
+    return ScheduledCache(config, num_steps, branch, timesteps=timesteps, transformer=transformer, group=group)
 
 
 def calibration_result(config: StepCacheConfig, num_steps: int, **metadata) -> dict:

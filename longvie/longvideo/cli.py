@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sequence parallelism over N ranks (start with torchrun --nproc_per_node N[*2])")
     parser.add_argument("--cfg-parallel", action="store_true",
                         help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
+    parser.add_argument("--split-gpus", action="store_true",
+                        help="under torchrun: split the ranks by themselves - CFG-parallel x sequence parallel N/2 "
+                             "when guidance is on and N is even, else sequence parallel N (sample_longvideo.sh --gpus "
+                             "N passes it)")
     parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
     speed = parser.add_argument_group("speed and memory (see docs/speed-and-memory.md)")
     speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
@@ -486,8 +490,14 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     if config.get("dtype") not in DTYPES:
         problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
     shape_ok = not problems
-    cfg_degree = 2 if args.cfg_parallel else 1
     world = 1 if single_process else int(os.environ.get("WORLD_SIZE", 1))
+    if args.split_gpus:
+        if args.sp != 1 or args.cfg_parallel:
+            problems.append("--split-gpus chooses --sp and --cfg-parallel itself: drop them (or drop --split-gpus)")
+        else:  # guidance off (cfg 1, e.g. --fast) has one branch: every rank shares its tokens
+            args.cfg_parallel = world > 1 and world % 2 == 0 and float(s.get("cfg", 1.0)) != 1.0
+            args.sp = world // (2 if args.cfg_parallel else 1)
+    cfg_degree = 2 if args.cfg_parallel else 1
     if args.sp * cfg_degree > 1 or world > 1:  # several ranks on one video: all checked before loading
         from .ranks import parallel_run_problems
 

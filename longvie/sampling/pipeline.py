@@ -471,10 +471,13 @@ class LongViePipeline(DiffusionPipeline):
             branches = iter(["cond"] if guidance_scale == 1.0 or cfg_batch else
                             ["cond" if self._parallel.cfg_rank == 0 else "uncond"] if cfg_parallel else
                             ["cond", "uncond"])
+            # The ranks that must skip alike: those sharing one denoiser call's tokens (sequence parallel);
+            # CFG-parallel ranks compute different branches and decide on their own, as one process does.
+            cache_group = self._parallel.sequence_group if self._parallel is not None else None
             fed_timesteps = scheduler.timesteps.to(dtype)  # as the denoiser receives them (TeaCache measures them)
             make_block_stack = lambda: make_step_cache(  # noqa: E731
                 step_cache, num_inference_steps, timesteps=fed_timesteps, denoiser=self.denoiser,
-                branch=next(branches, "cond"))
+                branch=next(branches, "cond"), group=cache_group)
         guided = GuidedVelocity(
             self.denoiser, prompt_embeds, negative_embeds,
             dict(image_embeds=image_embeds, image_latents=image_latents, dense_latents=dense, sparse_latents=sparse,

@@ -294,6 +294,12 @@ class Studio:
                   loras: Sequence[str] = ()) -> JobEvent:
         num_clips = len(clips)
         loras = tuple(loras)
+        if loras:  # each LoRA's sha256 and scale are settings of the run: a resume with another set is refused
+            from dataclasses import replace
+
+            from ..longvideo.loras import lora_records
+
+            settings = replace(settings, loras=lora_records(check_loras(loras, self.config.get("model")))[0])
         every = preview_every(settings.steps)
 
         def on_step(clip: int, step: int, steps: int) -> None:

@@ -706,3 +706,28 @@ def test_previews_during_a_clip_and_stop_after_this_clip(studio, example):
     assert len(load_run_frames(run_dir)) == FRAMES and (run_dir / "video.mp4").is_file()
     resumed = run_events(studio.resume(run_dir))
     assert resumed[-1].kind == "done" and [e.clip for e in resumed if e.kind == "clip"] == [1]
+
+
+def test_a_runs_loras_are_its_settings_and_a_changed_lora_is_not_resumed(studio, example, tmp_path):
+    """A LoRA (ComfyUI layout, for the tiny model) is fused, its sha256 and scale are recorded as settings
+    of the run, and a resume after the file changed is refused instead of mixing two LoRAs in one video."""
+    import torch
+    from safetensors.torch import save_file
+
+    from longvie.weights.lora import file_sha256
+
+    def write(seed):
+        g = torch.Generator().manual_seed(seed)
+        save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 64, generator=g) * 0.3,
+                   "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(64, 4, generator=g) * 0.3,
+                   "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(4.0)}, str(lora))
+
+    lora = tmp_path / "style.safetensors"
+    write(0)
+    events = run_events(studio.new_run(request_for(example, name="with lora", loras=[f"{lora}:0.8"])))
+    assert events[-1].kind == "done", events[-1].message
+    manifest = json.loads((events[-1].run_dir / "manifest.json").read_text())
+    assert manifest["settings"]["loras"] == [{"sha256": file_sha256(lora), "scale": 0.8}]
+    write(1)
+    again = run_events(studio.resume(events[-1].run_dir))
+    assert again[-1].kind == "error" and "loras" in again[-1].message

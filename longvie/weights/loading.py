@@ -114,12 +114,14 @@ BASE_COMPONENTS = ("text_encoder", "image_encoder", "vae")
 
 
 def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
-                         vae_dtype: torch.dtype = torch.float32, components=BASE_COMPONENTS) -> dict:
+                         vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True,
+                         components=BASE_COMPONENTS) -> dict:
     """Tokenizer, umT5 encoder, CLIP vision tower (+ its image processor) and VAE of Wan2.1-I2V.
 
     Returns a dict with keys tokenizer, text_encoder, image_encoder, image_processor, vae.
     ``components``: which of text_encoder (with the tokenizer), image_encoder (with the image processor)
     and vae to load; the others are None and never read (training from a latent cache needs no umT5).
+    ``text_encoder=False``: umT5 is not read (its entry is None) but the tokenizer is.
     """
     unknown = set(components) - set(BASE_COMPONENTS)
     if unknown:
@@ -127,7 +129,8 @@ def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
     layout = detect_layout(base_dir)
     if layout == "original":
         from .original_layout import load_original_components
-        return load_original_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype, components=components)
+        return load_original_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
+                                        text_encoder=text_encoder, components=components)
 
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
@@ -142,7 +145,9 @@ def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
     parts = dict.fromkeys(("tokenizer", "text_encoder", "image_encoder", "image_processor", "vae"))
     if "text_encoder" in components:
         parts["tokenizer"] = AutoTokenizer.from_pretrained(base_dir / "tokenizer")
-        parts["text_encoder"] = UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype).eval()
+        if text_encoder:
+            parts["text_encoder"] = UMT5EncoderModel.from_pretrained(base_dir / "text_encoder",
+                                                                     dtype=torch_dtype).eval()
     if "image_encoder" in components:
         parts["image_encoder"] = CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype).eval()
         parts["image_processor"] = (CLIPImageProcessor.from_pretrained(base_dir / "image_processor")

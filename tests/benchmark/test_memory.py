@@ -244,7 +244,8 @@ def _sampling_loop(denoiser, arch, cfg, step_cache, steps, scheduler=None):
                           sparse_latents=torch.randn(1, 36, frames, height, width),
                           history_latents=torch.randn(1, 16, arch.history_latent_frames, height, width))
         latents = torch.randn(1, 16, frames, height, width)
-        make = (lambda: make_step_cache(StepCacheConfig(step_cache, full_first_steps=steps), 10)) if step_cache else None
+        config = StepCacheConfig(step_cache, full_first_steps=steps) if step_cache else None
+        make = (lambda: make_step_cache(config, 10)) if step_cache else None
         guided = GuidedVelocity(denoiser, positive, negative, conditions, 5.0, cfg_batch=cfg == "batch",
                                 make_block_stack=make)
         for t in timesteps:
@@ -417,7 +418,8 @@ def test_encoders_rule_is_the_trainers():
 def test_accelerate_configs_are_read():
     setups = {s.name: s for s in memory.accelerate_setups()}
     assert set(setups) == {p.stem for p in (REPO / "configs" / "accelerate").glob("*.yaml")}
-    assert setups["deepspeed_zero2_8gpu"] == memory.AccelerateSetup("deepspeed_zero2_8gpu", 8, 1, True, 2, "cpu", "cpu")
+    expected = memory.AccelerateSetup("deepspeed_zero2_8gpu", 8, 1, True, 2, "cpu", "cpu")
+    assert setups["deepspeed_zero2_8gpu"] == expected
     assert setups["deepspeed_zero2_multinode"].gpus_per_node == 8
     assert not setups["single_gpu_no_deepspeed"].deepspeed
 
@@ -467,7 +469,8 @@ def test_training_rows_against_a_hand_count(release_weights):
         assert row.host_bytes == 8 * memory.HOST_PROCESS_BYTES + max(20 * params, loading)
     # the review's orders of magnitude: stage 3 near 80 GiB per GPU and ~100+ GiB of optimizer state per node
     assert 100 * GiB < rows[3, False].parts["host_state"] < 135 * GiB
-    assert rows[3, False].gpu_bytes > rows[1, False].gpu_bytes and rows[3, False].host_bytes > rows[1, False].host_bytes
+    assert rows[3, False].gpu_bytes > rows[1, False].gpu_bytes
+    assert rows[3, False].host_bytes > rows[1, False].host_bytes
     # a latent cache drops umT5 on every rank (and CLIP in stage 1)
     dropped = w.components["text_encoder"] + w.components["image_encoder"]
     assert abs((rows[1, False].gpu_bytes - rows[1, True].gpu_bytes) - (1 + memory.FRAGMENTATION) * dropped) <= 2

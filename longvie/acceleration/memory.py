@@ -750,11 +750,6 @@ def with_margin(nbytes: int) -> int:
     return int(nbytes * (1 + FRAGMENTATION)) + CUDA_CONTEXT_BYTES
 
 
-def _pinned(nbytes: int) -> int:
-    """Pinned host allocations are rounded up to a power of two by torch's caching host allocator."""
-    return 1 << (max(nbytes, 1) - 1).bit_length()
-
-
 OFFLOAD_MODES = ("none", "model", "group")
 
 

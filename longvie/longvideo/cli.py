@@ -166,16 +166,18 @@ def resolve_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def apply_max_vram(config: dict, max_vram_gib: float) -> str:
+def apply_max_vram(config: dict, max_vram_gib: float, cfg: str | None = None) -> str:
     """Set ``offload`` and ``sampling.fp8`` to the fastest mode whose estimated GPU peak fits
-    ``max_vram_gib`` at this run's clip shape (:mod:`longvie.acceleration.memory`). Returns a one-line
+    ``max_vram_gib`` at this run's clip shape, guidance mode (``cfg``: "batch", "parallel" or None),
+    step cache, compile and VAE tiling (:mod:`longvie.acceleration.memory`). Returns a one-line
     report. Raises ValueError when no mode fits."""
     from ..acceleration.memory import architecture, estimate_memory, lightest_mode
 
     s = config["sampling"]
     preset = config.get("config_file") or config.get("preset")
     arch = architecture(preset, num_frames=s["num_frames"], height=s["height"], width=s["width"])
-    report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")))
+    report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")), cfg=cfg,
+                             step_cache=s.get("step_cache"), compile=bool(config.get("compile")))
     row = lightest_mode(report.inference, max_vram_gib)
     fp8, _, offload = row.mode.rpartition("+")
     config["offload"], s["fp8"] = offload, bool(fp8)
@@ -546,7 +548,8 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         raise InputValidationError(problems)
     if args.max_vram is not None:  # before any model loads: the estimate runs on fake tensors
         try:
-            logger.info("%s", apply_max_vram(config, args.max_vram))
+            guidance = "batch" if args.cfg_batch else "parallel" if args.cfg_parallel else None
+            logger.info("%s", apply_max_vram(config, args.max_vram, guidance))
         except ValueError as err:
             raise InputValidationError([str(err)]) from None
 

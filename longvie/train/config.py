@@ -170,6 +170,8 @@ def settings_problems(config: dict) -> list[str]:
     need(_is_number(value) and value > 0, "train.shift", value, "a finite number > 0 (5.0)")
     value = train.get("seed")
     need(_is_int(value) and 0 <= value < 2**63, "train.seed", value, "an integer in [0, 2^63)")
+    value = train.get("keep_frozen_fp32", True)
+    need(isinstance(value, bool), "train.keep_frozen_fp32", value, "true or false (false under DeepSpeed ZeRO-3)")
     value = train.get("keep_checkpoints")
     need(value is None or (_is_int(value) and value >= 1), "train.keep_checkpoints", value, "null or an integer >= 1")
     for key in ("height", "width"):

@@ -44,6 +44,7 @@ from .run_state import (
     plan_resume,
     sha256_file,
 )
+from .provider import FinishedClips, provided_source
 from .validation import ClipCondition, InputValidationError
 
 __all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "NonFiniteOutputError", "stitched_length",
@@ -218,6 +219,7 @@ class LongVideoSampler:
         notes: Sequence[str] = (),
         on_step: Callable[[int, int, int], None] | None = None,
         allow_placeholder_prompts: bool = False,
+        controls: Callable | None = None,
     ) -> LongVideoResult:
         """Generate (or continue) the run in ``run_dir``.
 
@@ -238,6 +240,8 @@ class LongVideoSampler:
                 progress is not committed, so the run resumes from it (the app's cancel button).
             allow_placeholder_prompts: sample clips whose prompt is empty or a prepare_controls
                 placeholder (refused by default).
+            controls: a control provider (:mod:`longvie.longvideo.provider`) called per clip with the
+                clips so far, instead of reading the clips' depth/track files.
 
         Raises:
             RunMismatchError: inputs or settings of finished clips changed.
@@ -257,9 +261,10 @@ class LongVideoSampler:
             logger.info("=== session started: %s (%d clips) ===", run.root, len(clips))
             for note in notes:
                 logger.info("input: %s", note)
-            manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command)
+            manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command, controls)
             self.finished_clips = first_pending
-            generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done, on_step)
+            generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done, on_step,
+                                       controls)
             video_path, num_frames = self._stitch(run, manifest, len(clips))
             seconds = time.perf_counter() - started
             logger.info("video: %s (%d frames, %d clips); this session generated %d clip(s) in %.1f s",
@@ -270,7 +275,8 @@ class LongVideoSampler:
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, run: RunDir, image: Path, clips: Sequence[ClipCondition], seed: int | None,
-                 redo: RedoRequest | None, config: dict | None, command: str | None) -> tuple[dict, int]:
+                 redo: RedoRequest | None, config: dict | None, command: str | None,
+                 controls: Callable | None = None) -> tuple[dict, int]:
         """Load or create the manifest, apply ``redo``, check finished clips; returns the first clip to make."""
         settings = self.settings.recorded()
         manifest = run.load_manifest()
@@ -293,7 +299,9 @@ class LongVideoSampler:
 
         image_info = file_info(image.resolve())
         sources = [{"text": c.text, **{k: {**file_info(getattr(c, k)), "found_by": c.found_by.get(k, "given")}
-                                       for k in ("depth", "track")}} for c in clips]
+                                       for k in ("depth", "track")}} if controls is None else
+                   {"text": c.text, "depth": provided_source(controls, c.index), "track": provided_source(controls, c.index)}
+                   for c in clips]
         first_pending, warnings = plan_resume(manifest, run, settings, seed, sources, image_info)
         for warning in warnings:
             logger.warning(warning)
@@ -315,9 +323,24 @@ class LongVideoSampler:
                 raise ValueError(f"clip {clip.index} {name} video has {len(video)} frames, needs {s.num_frames}")
         return dense, sparse
 
+    def _provided_controls(self, controls: Callable, run: RunDir, manifest: dict, index: int,
+                           previous: ClipState | None) -> tuple[np.ndarray, np.ndarray]:
+        """Clip ``index``'s controls from a provider, given the clips before it, brought to the run's size."""
+        s = self.settings
+        hashes = [manifest["clips"][i]["state_sha256"] for i in range(index)]
+        finished = FinishedClips(lambda i: run.load_clip_state(i, hashes[i]).frames, hashes,
+                                 None if previous is None else (index - 1, previous.frames))
+        dense, sparse = (fit_frames(to_frame_array(v, name), s.height, s.width, s.resize)
+                         for v, name in zip(controls(index, finished), ("depth", "track")))
+        for name, video in (("depth", dense), ("track", sparse)):
+            if len(video) != s.num_frames:
+                raise ValueError(f"clip {index}: the control provider gave {len(video)} {name} frames, needs {s.num_frames}")
+        return dense, sparse
+
     def _generate(self, run: RunDir, manifest: dict, image: Path, clips: Sequence[ClipCondition],
                   start: int, on_clip_done: Callable[[int], None] | None,
-                  on_step: Callable[[int, int, int], None] | None = None) -> list[int]:
+                  on_step: Callable[[int, int, int], None] | None = None,
+                  controls: Callable | None = None) -> list[int]:
         s = self.settings
         generated: list[int] = []
         if start >= len(clips):
@@ -355,7 +378,8 @@ class LongVideoSampler:
             for index in range(start, len(clips)):
                 clip_started = time.perf_counter()
                 inputs = manifest["clips"][index]["inputs"]
-                dense, sparse = self._load_controls(clips[index])
+                dense, sparse = (self._load_controls(clips[index]) if controls is None
+                                 else self._provided_controls(controls, run, manifest, index, previous))
                 if previous is None:
                     first_image, history, noise = fit_frames(load_image(image), s.height, s.width, s.resize), None, None
                 else:

@@ -264,7 +264,7 @@ def _load_photo(image) -> tuple[np.ndarray, Path]:
     from ..media.video_io import load_image
 
     try:
-        photo = np.asarray(load_image(image, name="--image"))
+        photo = np.array(load_image(image, name="--image"))  # a writable copy
     except ValueError as err:
         raise CameraInputError(f"--image: {err}") from None
     if min(photo.shape[:2]) < 8:

@@ -81,7 +81,7 @@ def splat(positions, sizes, w2c: np.ndarray, intrinsics: Intrinsics, device=None
     if len(ahead):
         z = z[ahead]
         uv = project(camera[ahead], intrinsics)
-        max_radius = max(1.0, MAX_SPLAT_RADIUS_FRACTION * width)
+        max_radius = max(4.0, MAX_SPLAT_RADIUS_FRACTION * width)
         radius = torch.clamp(SPLAT_SCALE * intrinsics.fx * sizes[ahead] / z, max=max_radius)
         radius_y = radius * (intrinsics.fy / intrinsics.fx)
         x0, x1 = torch.ceil(uv[:, 0] - radius), torch.floor(uv[:, 0] + radius)
@@ -147,19 +147,43 @@ def _pyramid_fill(values, valid, pool: str, max_levels: int | None = None):
     return filled, ok
 
 
-# Disocclusions narrower than about this fraction of the frame width are filled with the background.
-BACKGROUND_FILL_FRACTION = 1.0 / 40.0
+# A hole bounded on both sides by covered pixels no farther apart than this fraction of the frame is a
+# disocclusion (filled with the background); wider holes are regions the photo never saw.
+DISOCCLUSION_FRACTION = 0.25
+
+
+def _bounding_pair(depth, valid, dim: int):
+    """For every pixel, the depths of the nearest covered pixels before and after it along ``dim`` and the
+    gap between them; ``ok`` is False where one side has none."""
+    import torch
+
+    n = depth.shape[dim]
+    shape = [1, 1]
+    shape[dim] = n
+    index = torch.arange(n, device=depth.device).view(shape).expand_as(depth)
+    before = torch.cummax(torch.where(valid, index, torch.full_like(index, -1)), dim=dim).values
+    flipped = torch.flip(torch.where(valid, n - 1 - index, torch.full_like(index, -1)), dims=[dim])
+    after = torch.flip(torch.cummax(flipped, dim=dim).values, dims=[dim])
+    ok = (before >= 0) & (after >= 0)
+    after = torch.where(after >= 0, n - 1 - after, torch.zeros_like(after))
+    before = before.clamp(min=0)
+    near_value = torch.gather(depth, dim, before)
+    far_value = torch.gather(depth, dim, after)
+    return torch.maximum(near_value, far_value), after - before, ok
 
 
 def fill_holes(depth, smooth_iterations: int = 3):
     """Fill the +inf pixels of an (H, W) depth tensor; covered pixels are left untouched.
 
-    Two fills are combined. (1) Background: within about 2.5 % of the frame width of covered pixels, the
-    farthest depth around (a disocclusion shows what lies behind the occluder, not a blend of both
-    sides). (2) Smooth continuation: a coarse-to-fine mean in disparity, which continues planes (a plane's
-    disparity is linear in the image) into regions the photo never saw, e.g. past the frame edge after a
-    pan. A hole pixel takes the farther of the two; the filled pixels are then smoothed among themselves
-    (no covered pixel bleeds in). A depth with no covered pixel at all is returned unchanged (all inf).
+    * Disocclusions (a hole with covered pixels on both sides along a row or a column, closer together
+      than a quarter of the frame) take the *farther* of the two sides: what a moving occluder uncovers
+      is the surface behind it, not a blend of both. Of the row and the column, the narrower gap decides.
+    * Larger holes (regions the photo never saw, e.g. past the frame edge after a pan) continue the
+      covered depth smoothly: a coarse-to-fine mean in disparity, which continues planes (a plane's
+      disparity is linear in the image).
+
+    The filled pixels are then smoothed among themselves (no covered pixel bleeds in). A depth with no
+    covered pixel at all is returned unchanged (all inf).
     """
     import torch
     import torch.nn.functional as F
@@ -167,12 +191,17 @@ def fill_holes(depth, smooth_iterations: int = 3):
     valid = torch.isfinite(depth)
     if bool(valid.all()) or not bool(valid.any()):
         return depth
-    reach = max(1, int(round(math.log2(max(2.0, BACKGROUND_FILL_FRACTION * depth.shape[1])))))
-    background, near_covered = _pyramid_fill(depth[None], valid, "max", max_levels=reach)
+    safe = torch.where(valid, depth, torch.zeros_like(depth))
+    row_value, row_gap, row_ok = _bounding_pair(safe, valid, 1)
+    col_value, col_gap, col_ok = _bounding_pair(safe, valid, 0)
+    limit = DISOCCLUSION_FRACTION * max(depth.shape)
+    row_ok &= row_gap <= limit
+    col_ok &= col_gap <= limit
+    use_row = row_ok & (~col_ok | (row_gap <= col_gap))
+    background = torch.where(use_row, row_value, col_value)
     disparity = torch.where(valid, 1.0 / depth.clamp(min=NEAR), torch.zeros_like(depth))
     smooth = 1.0 / _pyramid_fill(disparity[None], valid, "mean")[0][0].clamp(min=1e-12)
-    filled = torch.where(near_covered, torch.maximum(background[0], smooth), smooth)
-    filled = torch.where(valid, depth, filled)
+    filled = torch.where(valid, depth, torch.where(row_ok | col_ok, background, smooth))
     hole = (~valid).to(depth.dtype)[None, None]
     for _ in range(smooth_iterations):  # averages over hole pixels only: no foreground bleeds into a hole
         total = F.avg_pool2d(filled[None, None] * hole, 3, stride=1, padding=1, divisor_override=1)

@@ -108,5 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary_line(name, result))
+    if "camera" in result:  # the video was made from a camera folder (python -m longvie.camera)
+        from .camera_adherence import camera_summary
+
+        print(camera_summary(result["camera"]))
     print(f"report: {args.out / 'metrics.md'}  metrics: {args.out / 'metrics.json'}")
     return 0

@@ -217,5 +217,9 @@ def evaluate_files(generated, out_dir, reference=None, prompts=None, backends=No
                             control_depths=controls,
                             tracker=backends.tracker, settings=settings,
                             reference_source=str(reference) if reference is not None else None)
+    from .camera_adherence import evaluate_camera_adherence  # videos made from a camera folder (camera.json)
+
+    result.update(evaluate_camera_adherence(video.frames, out_dir, video.depth_videos, prompts, generated,
+                                            backends.tracker))
     write_report(out_dir, result, name)
     return result

@@ -12,10 +12,11 @@ renders them from a 3D memory that grows with every clip; the app can use it for
 
 ``finished`` holds clips ``0 .. index-1`` of this run exactly as generated (lossless frames, read
 from the run's clip states on demand) and their state hashes. The controls are brought to the
-run's size like control files are. The manifest records ``{"path": "provider:<name>", "sha256":
-fingerprint(index)}`` as the clip's depth and track inputs, so a resumed run with another provider
-setting is refused like a run whose control files changed; a provider's output must depend only on
-its settings and ``finished`` (then a killed run resumes to the same video).
+run's size like control files are. The manifest records, as the clip's depth and track inputs, the
+clip's own depth/track path (where a provider may write what it made), ``fingerprint(index)`` instead
+of a file hash and the provider's name, so a resumed run with another provider setting is refused like
+a run whose control files changed. A provider's output must depend only on its settings and
+``finished``; then a killed run resumes to the same video.
 """
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ class FinishedClips(Sequence):
         return self._hashes[index]
 
 
-def provided_source(controls, index: int) -> dict:
-    """What the manifest records as a provided clip's depth/track input."""
+def provided_source(controls, clip, kind: str) -> dict:
+    """What the manifest records as a provided clip's depth/track input: the clip's own path for that
+    control (where the provider may write what it made, for later inspection), the provider's fingerprint
+    of the clip instead of a file hash, and the provider's name."""
     name = getattr(controls, "name", None) or type(controls).__name__
-    fingerprint = controls.fingerprint(index) if hasattr(controls, "fingerprint") else "unspecified"
-    return {"path": f"provider:{name}", "sha256": fingerprint, "found_by": "provider"}
+    fingerprint = controls.fingerprint(clip.index) if hasattr(controls, "fingerprint") else "unspecified"
+    return {"path": str(getattr(clip, kind)), "sha256": fingerprint, "found_by": f"control provider {name}"}

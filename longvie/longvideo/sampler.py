@@ -300,7 +300,7 @@ class LongVideoSampler:
         image_info = file_info(image.resolve())
         sources = [{"text": c.text, **{k: {**file_info(getattr(c, k)), "found_by": c.found_by.get(k, "given")}
                                        for k in ("depth", "track")}} if controls is None else
-                   {"text": c.text, "depth": provided_source(controls, c.index), "track": provided_source(controls, c.index)}
+                   {"text": c.text, **{k: provided_source(controls, c, k) for k in ("depth", "track")}}
                    for c in clips]
         first_pending, warnings = plan_resume(manifest, run, settings, seed, sources, image_info)
         for warning in warnings:

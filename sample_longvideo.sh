@@ -7,6 +7,8 @@
 #   bash sample_longvideo.sh --preset tiny      # no weights needed: tiny random model on the CPU
 #   bash sample_longvideo.sh --gpus 8 ...       # one video on 8 GPUs (torchrun): CFG-parallel x
 #                                               # sequence parallel 4 (odd N: sequence parallel N)
+#   bash sample_longvideo.sh --camera --image photo.jpg --path orbit_left --prompt "..." --out outputs/orbit
+#                                               # one photo + a camera path (python -m longvie.camera), sampled
 #
 # Extra arguments go to `python -m longvie.sample` (see --help); a later --preset/--config replaces
 # the default config. Relative paths are relative to the current directory. Re-running the same
@@ -20,14 +22,19 @@ if [[ -z "$PYTHON" ]]; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 GPUS=1
+CAMERA=0
 ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS="$2"; shift 2 ;;
     --gpus=*) GPUS="${1#--gpus=}"; shift ;;
+    --camera) CAMERA=1; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
+if [[ "$CAMERA" == 1 ]]; then  # controls rendered from the photo along the path, then the sampler (OUT/run)
+  exec "$PYTHON" -m longvie.camera --config "$ROOT/configs/longvie2_i2v_14b.yaml" --sample "${ARGS[@]+"${ARGS[@]}"}"
+fi
 if [[ "$GPUS" -le 1 ]]; then
   exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${ARGS[@]+"${ARGS[@]}"}"
 fi

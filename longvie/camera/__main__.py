@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generate the video, rendering each clip's controls from a 3D memory grown by the clips "
                           "before it (resumable: run the same command again)")
     run.add_argument("--sample", action="store_true",
-                     help="after writing the folder, run python -m longvie.sample on it (into OUT/run)")
+                     help="after writing the folder, run python -m longvie.sample on it (into OUT/run); "
+                          "--explore always does")
     run.add_argument("--max-points", type=int, default=None, help="--explore: memory size bound [4000000]")
     run.add_argument("--fuse-every", type=int, default=None,
                      help="--explore: fuse every k-th generated frame into the memory [10]")
@@ -169,8 +170,6 @@ def _run(args, argv) -> int:
             raise CameraInputError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     if args.seed is not None and not 0 <= args.seed < 2 ** 64:
         raise CameraInputError(f"--seed {args.seed}: must be an integer in [0, 2^64)")
-    if args.explore and args.sample:
-        raise CameraInputError("--explore already generates the video; leave out --sample")
     try:
         config_path(args.config)
         config = sampling_config(args.config, steps=args.steps, seed=args.seed, offload=args.offload)

@@ -92,7 +92,7 @@ class MetricDepthEstimator:
         dtype = next(self.model.parameters()).dtype
         out = np.empty(frames.shape[:3], dtype=np.float32)
         for start in range(0, len(frames), self.batch_size):
-            batch = list(frames[start:start + self.batch_size])
+            batch = [np.array(frame) for frame in frames[start:start + self.batch_size]]  # writable copies
             inputs = self.image_processor(images=batch, return_tensors="pt")
             with torch.no_grad():
                 depth = self.model(pixel_values=inputs["pixel_values"].to(self.device, dtype)).predicted_depth.float()

@@ -69,9 +69,9 @@ class ExploreControls:
     name = "longvie.camera.explore"
 
     def __init__(self, scene: CameraScene, folder: Path, estimator, bounds: tuple[float, float],
-                 settings: MemorySettings = MemorySettings(), device=None, log: Callable[[str], None] = print):
+                 settings: MemorySettings = MemorySettings(), device=None, log: Callable[[str], None] | None = None):
         self.scene, self.folder, self.estimator, self.bounds = scene, Path(folder), estimator, bounds
-        self.settings, self.device, self.log = settings, device, log
+        self.settings, self.device, self.log = settings, device, log or logger.info
         record = camera_record(scene, bounds, explore=True)
         record.pop("image")  # where the photo was read from does not change the controls
         identity = json.dumps({"camera": record, "memory": asdict(settings), "depth_model": estimator.name},
@@ -194,13 +194,14 @@ def sampler_settings(config: dict):
 
 def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
             memory_settings: MemorySettings = MemorySettings(), progress: StageProgress | None = None,
-            log: Callable[[str], None] = print, on_step: Callable[[int, int, int], None] | None = None,
+            log: Callable[[str], None] | None = None, on_step: Callable[[int, int, int], None] | None = None,
             on_clip_done: Callable[[int], None] | None = None, allow_placeholder_prompts: bool = False,
             progress_bars: bool = True, command: str | None = None, estimator=None) -> ExploreResult:
     """Generate the video of ``image`` along ``path`` with a growing 3D memory (see the module docstring).
 
     Args:
         config: the model config resolved as the sampler resolves it (:func:`sampling_config`).
+        log: where progress lines go (default: the ``longvie.camera`` logger, which the run's run.log records).
         on_step, on_clip_done: passed to the sampler (the app's progress and cancel hooks).
 
     Raises:
@@ -215,8 +216,9 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
     from .render import normalise_path_depth, render_path_depth
 
     # 1. everything that can be checked without a model
+    log = log or logger.info
     out = claim_output_dir(out, "camera folder", kind=OUTPUT_KIND)
-    plan = plan_camera(image, path, settings)
+    plan = plan_camera(image, path, settings, explore=True)
     s = config["sampling"]
     problems = check_clip_settings(s["num_frames"], s["height"], s["width"], s["history_frames"], s["resize"])
     problems += check_model_dirs(config)

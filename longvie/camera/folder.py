@@ -188,6 +188,7 @@ class CameraPlan:
     placeholder_prompts: bool
     keyframe_end: float | None = None
     notes: list[str] = field(default_factory=list)
+    must_see: int | None = None  # frames that must see the photo's points (None: all; --explore: the first clip)
 
     @property
     def num_frames(self) -> int:
@@ -285,8 +286,11 @@ def _count_clips(path: PathSpec, settings: CameraSettings, keyframe_end: float |
     return DEFAULT_CLIPS
 
 
-def plan_camera(image, path: PathSpec, settings: CameraSettings) -> CameraPlan:
+def plan_camera(image, path: PathSpec, settings: CameraSettings, explore: bool = False) -> CameraPlan:
     """Check every input and resolve the photo, its camera and the video length; loads no model.
+
+    With ``explore`` only the first clip must see the photo (later clips see the memory grown by the
+    clips before them).
 
     Raises:
         CameraInputError / CameraPathError: the first problem found, naming the input and the fix.
@@ -352,7 +356,8 @@ def plan_camera(image, path: PathSpec, settings: CameraSettings) -> CameraPlan:
         raise CameraInputError("--prompt: a prompt is empty; describe the scene (and the camera move)")
 
     plan = CameraPlan(image_path, fit_photo(photo_full, height, width), (photo_h, photo_w), intrinsics, source,
-                      path, settings, num_clips, depth, prompts, placeholder, keyframe_end, notes)
+                      path, settings, num_clips, depth, prompts, placeholder, keyframe_end, notes,
+                      settings.frames_per_clip if explore else None)
     _check_path_in_view_before_depth(plan)
     return plan
 
@@ -368,11 +373,13 @@ def camera_path_for(plan: CameraPlan, median_depth: float) -> CameraPath:
     return keyframe_path(spec.keyframes, plan.times, plan.settings.fps)
 
 
-def _first_blind_frame(points: np.ndarray, camera: CameraPath, intrinsics: Intrinsics) -> int | None:
-    """The first frame in which none of ``points`` (N, 3) is in front of the camera and inside the image."""
+def _first_blind_frame(points: np.ndarray, camera: CameraPath, intrinsics: Intrinsics,
+                       frames: int | None = None) -> int | None:
+    """The first of the first ``frames`` frames in which none of ``points`` (N, 3) is in front of the camera
+    and inside the image."""
     from .render import project_points
 
-    xy, z = project_points(points, camera.w2c, intrinsics)
+    xy, z = project_points(points, camera.w2c[:frames], intrinsics)
     with np.errstate(invalid="ignore"):
         seen = (z > NEAR) & (xy[..., 0] >= -0.5) & (xy[..., 0] <= intrinsics.width - 0.5) & \
             (xy[..., 1] >= -0.5) & (xy[..., 1] <= intrinsics.height - 0.5)
@@ -419,7 +426,7 @@ def _check_path_in_view_before_depth(plan: CameraPlan) -> None:
         points = _frustum_samples(plan.intrinsics, np.geomspace(0.05, 20.0, 8))
     else:
         return
-    frame = _first_blind_frame(points, camera, plan.intrinsics)
+    frame = _first_blind_frame(points, camera, plan.intrinsics, plan.must_see)
     if frame is not None:
         raise _blind_error(plan, frame)
 
@@ -455,7 +462,7 @@ def build_scene(plan: CameraPlan, estimator=None, progress: StageProgress | None
     log(f"{plan.image}: depth from {source} (median {median:.2f} m, range {depth.min():.2f}-{depth.max():.2f} m); "
         f"{len(cloud):,} points; camera {plan.intrinsics_source} (horizontal field of view "
         f"{plan.intrinsics.fov_deg():.1f} degrees)")
-    frame = _first_blind_frame(cloud.positions[::7].astype(np.float64), camera, plan.intrinsics)
+    frame = _first_blind_frame(cloud.positions[::7].astype(np.float64), camera, plan.intrinsics, plan.must_see)
     if frame is not None:
         raise _blind_error(plan, frame)
     return CameraScene(plan, depth.astype(np.float32), source, cloud, camera)

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "depth per second]")
     path.add_argument("--angle", type=float, default=DEFAULT_ANGLE_RATE,
                       help=f"degrees per second of pans, tilts and orbits [{DEFAULT_ANGLE_RATE:g}]")
-    path.add_argument("--poses", help="RealEstate10K / CameraCtrl pose file (optional URL line, then 19 numbers a frame)")
+    path.add_argument("--poses",
+                      help="RealEstate10K / CameraCtrl pose file (optional URL line, then 19 numbers a frame)")
     path.add_argument("--pose-scale", type=float, default=1.0,
                       help="multiply the pose file's translations (SLAM poses have no metric scale) [1]")
     path.add_argument("--keyframes", help="JSON file of keyframes {time, position, look_at} (spline + slerp)")

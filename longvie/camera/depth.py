@@ -66,7 +66,8 @@ class MetricDepthEstimator:
             model = DepthAnythingForDepthEstimation.from_pretrained(model_id, local_files_only=offline,
                                                                     **dtype_kwargs(dtype))
         except (OSError, ValueError) as err:
-            why = "is not in the Hugging Face cache and downloads are off" if offline else f"could not be loaded ({err})"
+            why = ("is not in the Hugging Face cache and downloads are off" if offline
+                   else f"could not be loaded ({err})")
             raise DepthModelError(f"the metric depth model '{model_id}' {why} — {DEPTH_HINT}") from err
         if getattr(model.config, "depth_estimation_type", "relative") != "metric":
             raise DepthModelError(f"'{model_id}' predicts relative depth, not metres; use a metric variant (e.g. "
@@ -104,7 +105,8 @@ class MetricDepthEstimator:
         return out[0] if single else out
 
 
-def load_depth_estimator(model_id: str, local_files_only: bool = False, device: str | None = None) -> MetricDepthEstimator:
+def load_depth_estimator(model_id: str, local_files_only: bool = False,
+                         device: str | None = None) -> MetricDepthEstimator:
     """``tiny`` -> the tiny preset's random model; anything else -> :meth:`MetricDepthEstimator.from_pretrained`."""
     if model_id == TINY_DEPTH_MODEL:
         return MetricDepthEstimator.tiny(device)

@@ -19,7 +19,8 @@ from ..examples.synthetic import FIELD_OF_VIEW_DEG as SYNTHETIC_FOV_DEG
 __all__ = ["SYNTHETIC_FOV_DEG", "synthetic_photo", "write_synthetic_photo", "main"]
 
 
-def synthetic_photo(height: int = 480, width: int = 832, clips: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_photo(height: int = 480, width: int = 832, clips: int = 3,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(photo (H, W, 3) uint8, depth (H, W) float32 metres)`` of the synthetic scene's first frame."""
     from ..examples.synthetic import camera_at, make_scene, render
 

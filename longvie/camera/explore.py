@@ -152,7 +152,8 @@ class ExploreControls:
         per_frame_ms = 1000.0 * (time.perf_counter() - started) / len(w2c)
         grey, _ = normalise_path_depth(depth, self.bounds)
         _, _, depth_frames, track_frames = write_clip_controls(self.folder, index, depth, grey, w2c, self.scene)
-        self.history.append({"clip": index, "points": len(memory.cloud), "render_ms_per_frame": round(per_frame_ms, 1)})
+        self.history.append({"clip": index, "points": len(memory.cloud),
+                             "render_ms_per_frame": round(per_frame_ms, 1)})
         self.log(f"clip {index}: controls rendered from a memory of {len(memory.cloud):,} points "
                  f"({per_frame_ms:.0f} ms per frame)")
         return depth_frames, track_frames
@@ -179,7 +180,7 @@ def sampling_config(config_name: str, **overrides) -> dict:
 
 
 def sampler_settings(config: dict):
-    """:class:`~longvie.longvideo.sampler.LongVideoSettings` of a resolved config (as the sampler's CLI builds them)."""
+    """:class:`~longvie.longvideo.sampler.LongVideoSettings` of a resolved config, as the sampler's CLI builds them."""
     from ..longvideo.cli import model_identity
     from ..longvideo.sampler import LongVideoSettings
 

@@ -315,11 +315,12 @@ def plan_camera(image, path: PathSpec, settings: CameraSettings, explore: bool =
         if num_clips == -1:
             num_clips = (available - 1) // step
             if num_clips < 1:
-                raise CameraPathError(f"--poses {path.poses}: covers {available} frame(s) at {settings.fps} fps; one clip "
-                                      f"needs {settings.frames_per_clip} — give a longer pose file")
+                raise CameraPathError(f"--poses {path.poses}: covers {available} frame(s) at {settings.fps} fps; "
+                                      f"one clip needs {settings.frames_per_clip} — give a longer pose file")
             if available > num_clips * step + 1:
-                notes.append(f"--poses {path.poses}: {available} frames at {settings.fps} fps -> {num_clips} clip(s); "
-                             f"the last {available - num_clips * step - 1} frame(s) do not fill a clip and are dropped")
+                notes.append(f"--poses {path.poses}: {available} frames at {settings.fps} fps -> {num_clips} "
+                             f"clip(s); the last {available - num_clips * step - 1} frame(s) do not fill a clip and "
+                             "are dropped")
         file_intrinsics = probe.intrinsics
 
     if settings.intrinsics is not None:
@@ -521,7 +522,8 @@ def write_clip_controls(work: Path, index: int, depth: np.ndarray, grey: np.ndar
 
 
 def make_camera_folder(image, path: PathSpec, settings: CameraSettings, out, progress: StageProgress | None = None,
-                       log: Callable[[str], None] = print, estimator=None, plan: CameraPlan | None = None) -> CameraFolder:
+                       log: Callable[[str], None] = print, estimator=None,
+                       plan: CameraPlan | None = None) -> CameraFolder:
     """Write the condition folder of ``image`` seen along ``path`` into ``out`` (see the module docstring).
 
     Args:

@@ -155,7 +155,8 @@ def read_depth_file(path: str | Path, scale: float | None = None) -> np.ndarray:
             with Image.open(path) as image:
                 if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
                     raise CameraInputError(f"--depth {path}: a {image.mode} PNG; a depth PNG must be 16-bit "
-                                           "greyscale (millimetres), e.g. cv2.imwrite(path, (depth_m * 1000).astype('uint16'))")
+                                           "greyscale (millimetres), e.g. cv2.imwrite(path, "
+                                           "(depth_m * 1000).astype('uint16'))")
                 depth = np.asarray(image, dtype=np.float64)
             scale = PNG_DEPTH_SCALE if scale is None else scale
     except CameraInputError:

@@ -168,8 +168,10 @@ def write_ply(path: str | Path, cloud: PointCloud) -> Path:
         vertex[axis] = cloud.positions[:, k]
     for k, channel in enumerate(("red", "green", "blue")):
         vertex[channel] = cloud.colors[:, k]
-    header = ("ply\nformat binary_little_endian 1.0\ncomment longvie.camera --explore memory (OpenCV axes: x right, "
-              f"y down, z forward)\nelement vertex {len(cloud)}\nproperty float x\nproperty float y\nproperty float z\n"
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              "comment longvie.camera --explore memory (OpenCV axes: x right, y down, z forward)\n"
+              f"element vertex {len(cloud)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -182,7 +184,8 @@ def read_ply(path: str | Path) -> PointCloud:
     """Read a PLY written by :func:`write_ply` (sizes are not stored: zeros)."""
     data = Path(path).read_bytes()
     end = data.index(b"end_header\n") + len(b"end_header\n")
-    count = int(next(line for line in data[:end].decode("ascii").splitlines() if line.startswith("element vertex")).split()[-1])
+    header = data[:end].decode("ascii").splitlines()
+    count = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
     vertex = np.frombuffer(data[end:], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
                                               ("green", "u1"), ("blue", "u1")], count=count)
     positions = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1)

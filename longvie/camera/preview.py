@@ -170,7 +170,8 @@ def plot_paths_topdown(path: str | Path, paths: Sequence[tuple[str, np.ndarray, 
     return Path(path)
 
 
-def write_path_plot(path: str | Path, camera: CameraPath, cloud=None, clip_ranges=(), title: str | None = None) -> Path:
+def write_path_plot(path: str | Path, camera: CameraPath, cloud=None, clip_ranges=(),
+                    title: str | None = None) -> Path:
     """``path_topdown.png`` of a camera folder: the requested path over the cloud."""
     forwards = np.transpose(camera.w2c[:, :3, :3], (0, 2, 1))[:, :, 2]  # camera z axis in world coordinates
     return plot_paths_topdown(path, [("camera path", camera.centers(), forwards)], cloud,

@@ -141,7 +141,8 @@ def _pyramid_fill(values, valid, pool: str, max_levels: int | None = None):
     for v, ok_level in reversed(levels[:-1]):
         mode = "nearest" if pool == "max" else "bilinear"  # the mean continues smoothly
         up = F.interpolate(filled[None], scale_factor=2, mode=mode)[0][:, :v.shape[-2], :v.shape[-1]]
-        up_ok = F.interpolate(ok[None, None].float(), scale_factor=2, mode="nearest")[0, 0][:v.shape[-2], :v.shape[-1]] > 0
+        up_ok = F.interpolate(ok[None, None].float(), scale_factor=2, mode="nearest")[0, 0]
+        up_ok = up_ok[:v.shape[-2], :v.shape[-1]] > 0
         filled = torch.where(ok_level[None], v, up)
         ok = ok_level | up_ok
     return filled, ok
@@ -293,7 +294,8 @@ def normalise_path_depth(depth: np.ndarray, bounds: tuple[float, float] | None =
 
 
 def project_points(world: np.ndarray, w2c: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) -> pixel positions (T, N, 2) (NaN behind the camera) and depths (T, N) for poses (T, 4, 4)."""
+    """World points (N, 3) -> pixel positions (T, N, 2) (NaN behind the camera) and depths (T, N), for the
+    poses (T, 4, 4)."""
     import torch
 
     from .geometry import project, to_camera

@@ -26,7 +26,6 @@ baseline length from the request and its direction from the video.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Callable
 
@@ -40,8 +39,6 @@ __all__ = ["ROTATION_BOUND_DEG", "TRANSLATION_BOUND_DEG", "MIN_BASELINE_FRACTION
            "relative_pose_from_points", "camera_adherence", "write_camera_plot", "evaluate_camera_adherence",
            "camera_summary"]
 
-logger = logging.getLogger("longvie.eval")
-
 ROTATION_BOUND_DEG = 5.0
 TRANSLATION_BOUND_DEG = 30.0
 MIN_BASELINE_FRACTION = 0.02  # translation direction is scored from this baseline / median scene depth on
@@ -50,7 +47,8 @@ MIN_POINTS = 15
 PAIR_STRIDE = 4  # frame pairs (0, t) every PAIR_STRIDE frames, and the clip's last frame
 
 
-def find_camera_json(depth_videos=(), prompts: str | Path | None = None, generated: str | Path | None = None) -> Path | None:
+def find_camera_json(depth_videos=(), prompts: str | Path | None = None,
+                     generated: str | Path | None = None) -> Path | None:
     """camera.json of the condition folder a video was made from: next to ``prompts`` (cond.json), next
     to the control videos a run recorded, or above a run directory (``--explore`` runs in OUT/run)."""
     candidates = []
@@ -212,10 +210,12 @@ def write_camera_plot(path: str | Path, result: dict) -> Path:
     paths = result["paths"]
     video = result["video"]
     rotation = video["rotation_error_deg"]
-    title = "requested vs recovered camera path" + (f" (rotation error {rotation:.1f} deg)" if rotation is not None else "")
-    return plot_paths_topdown(path, [("requested", np.asarray(paths["requested"]), np.asarray(paths["requested_forward"])),
-                                     ("recovered from the video", np.asarray(paths["recovered"]),
-                                      np.asarray(paths["recovered_forward"]))], title=title)
+    title = "requested vs recovered camera path"
+    if rotation is not None:
+        title += f" (rotation error {rotation:.1f} deg)"
+    requested = ("requested", np.asarray(paths["requested"]), np.asarray(paths["requested_forward"]))
+    recovered = ("recovered from the video", np.asarray(paths["recovered"]), np.asarray(paths["recovered_forward"]))
+    return plot_paths_topdown(path, [requested, recovered], title=title)
 
 
 def evaluate_camera_adherence(frames: np.ndarray, out_dir: str | Path, depth_videos=(), prompts=None, generated=None,
@@ -231,7 +231,6 @@ def evaluate_camera_adherence(frames: np.ndarray, out_dir: str | Path, depth_vid
     result = camera_adherence(frames, camera, tracker)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     result["plot"] = str(write_camera_plot(Path(out_dir) / "camera_paths.png", result))
-    logger.info("%s", camera_summary(result))
     return {"camera": result}
 
 
@@ -240,7 +239,8 @@ def camera_summary(result: dict) -> str:
     video = result["video"]
     rot, trans = video["rotation_error_deg"], video["translation_direction_error_deg"]
     parts = [f"rotation error {rot:.2f} deg" if rot is not None else "rotation error n/a",
-             f"translation-direction error {trans:.1f} deg" if trans is not None else "translation direction not scored"]
+             f"translation-direction error {trans:.1f} deg" if trans is not None
+             else "translation direction not scored"]
     verdict = ("follows the path" if video["follows_path"]
                else f"clips {video['clips_flagged']} do not follow the path")
     return f"camera adherence: {', '.join(parts)} over {video['clips']} clip(s); {verdict}"

@@ -35,7 +35,8 @@ class ControlProvider(Protocol):
 class FinishedClips(Sequence):
     """The frames of a run's finished clips ``0 .. len-1`` (read lazily, lossless) and their state hashes."""
 
-    def __init__(self, load: Callable[[int], np.ndarray], hashes: Sequence[str], latest: tuple[int, np.ndarray] | None = None):
+    def __init__(self, load: Callable[[int], np.ndarray], hashes: Sequence[str],
+                 latest: tuple[int, np.ndarray] | None = None):
         self._load, self._hashes, self._latest = load, list(hashes), latest
 
     def __len__(self) -> int:

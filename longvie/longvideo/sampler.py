@@ -334,7 +334,8 @@ class LongVideoSampler:
                          for v, name in zip(controls(index, finished), ("depth", "track")))
         for name, video in (("depth", dense), ("track", sparse)):
             if len(video) != s.num_frames:
-                raise ValueError(f"clip {index}: the control provider gave {len(video)} {name} frames, needs {s.num_frames}")
+                raise ValueError(f"clip {index}: the control provider gave {len(video)} {name} frames, "
+                                 f"needs {s.num_frames}")
         return dense, sparse
 
     def _generate(self, run: RunDir, manifest: dict, image: Path, clips: Sequence[ClipCondition],

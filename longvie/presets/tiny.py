@@ -260,8 +260,9 @@ def build_tiny_depth_model(seed: int = 3):
     backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                             patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
                             reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                                 fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="metric", max_depth=20)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+                                 depth_estimation_type="metric", max_depth=20)
     torch.manual_seed(seed)
     model = DepthAnythingForDepthEstimation(config)
     randomize_(model, scale=0.08)

@@ -77,23 +77,27 @@ def test_bad_input_is_one_clear_error_before_any_model(case, inputs, tmp_path, c
         bad = np.load(depth)
         bad[3, 4] = -1.0
         np.save(tmp_path / "negative.npy", bad)
-        args, expected = [*base, "--path", "static", "--depth", str(tmp_path / "negative.npy")], "1 pixel(s) have depth <= 0"
+        args = [*base, "--path", "static", "--depth", str(tmp_path / "negative.npy")]
+        expected = "1 pixel(s) have depth <= 0"
     elif case == "depth_8bit_png":
         Image.fromarray(np.full((H, W), 9, np.uint8)).save(tmp_path / "d8.png")
         args, expected = [*base, "--path", "static", "--depth", str(tmp_path / "d8.png")], "must be 16-bit"
     elif case == "behind_preset":  # 300 degrees of pan in one clip: the camera turns its back on the photo
-        args, expected = [*base, "--path", "pan_left", "--angle", "60", "--clips", "1"], "every point of the photo is behind"
+        args = [*base, "--path", "pan_left", "--angle", "60", "--clips", "1"]
+        expected = "every point of the photo is behind"
     elif case == "behind_with_depth":  # 100 m/s forward through a scene at most 9 m deep
         args, expected = [*base, "--path", "dolly_in", "--speed", "100", "--depth", str(depth)], "behind the camera"
     elif case == "prompt_count":
         prompts = write(tmp_path / "prompts.txt", "one\ntwo\nthree\n")
-        args, expected = [*base, "--path", "static", "--clips", "2", "--prompt-file", str(prompts)], "3 prompts for 2 clip(s)"
+        args = [*base, "--path", "static", "--clips", "2", "--prompt-file", str(prompts)]
+        expected = "3 prompts for 2 clip(s)"
     elif case == "two_paths":
         args, expected = [*base, "--path", "static", "--keyframes", "k.json"], "give exactly one camera path"
     else:  # a folder of the user's files is never written into
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "holiday.jpg").write_bytes(b"mine")
-        args, expected = [*base, "--path", "static", "--depth", str(depth)], "already holds files that are not a LongVie"
+        args = [*base, "--path", "static", "--depth", str(depth)]
+        expected = "already holds files that are not a LongVie"
     code, err = run(args, capsys)
     assert code == 2, err
     assert err.startswith("error: ") and expected in err, err
@@ -138,8 +142,9 @@ def test_help_is_instant_and_lists_the_flags():
 
 def test_shell_entry_point_routes_camera(inputs, tmp_path):
     """bash sample_longvideo.sh --camera ... runs the camera command (here: its bad-input path)."""
-    result = subprocess.run(["bash", str(REPO / "sample_longvideo.sh"), "--camera", "--image", str(tmp_path / "nope.png"),
-                             "--path", "static", "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                            timeout=300, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    command = ["bash", str(REPO / "sample_longvideo.sh"), "--camera", "--image", str(tmp_path / "nope.png"),
+               "--path", "static", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert result.returncode == 2, result.stderr
     assert "--image" in result.stderr and "nope.png" in result.stderr

@@ -41,14 +41,15 @@ def test_synthetic_photo_is_the_example_scene():
 
 
 def test_depth_file_controls_run_in_the_tiny_sampler(photo, tiny_env, tmp_path):
+    """--depth on the synthetic scene -> controls -> python -m longvie.sample --preset tiny (through --sample,
+    which runs the sampler's command line on the written cond.json: what sample_longvideo.sh --camera does)."""
     from longvie.camera.paths import read_realestate10k
-    from longvie.longvideo.cli import main as sample_main
 
     image, depth = photo
     out = tmp_path / "camera"
     assert camera_main(["--image", str(image), "--depth", str(depth), "--fov", str(SYNTHETIC_FOV_DEG), "--path",
                         "dolly_in", "--clips", "2", "--preset", "tiny", "--prompt", "a walk across the plaza",
-                        "--out", str(out), "--no-progress"]) == 0
+                        "--out", str(out), "--sample", "--steps", "1", "--no-progress"]) == 0
     for name in ("first.png", "depth_00.mp4", "depth_01.mp4", "track_00.mp4", "track_01.mp4", "cond.json",
                  "camera.json", "camera_poses.txt", "path_topdown.png", "preview.mp4", "preview.png"):
         assert (out / name).is_file(), name
@@ -60,16 +61,14 @@ def test_depth_file_controls_run_in_the_tiny_sampler(photo, tiny_env, tmp_path):
     # the camera moves forward: the depth control darkens (nearer) over the path
     depth_videos = np.concatenate([read_video(out / "depth_00.mp4"), read_video(out / "depth_01.mp4")[1:]])
     assert depth_videos[-1].mean() < depth_videos[0].mean()
-
-    # the folder runs unchanged in the sampler
-    run = tmp_path / "run"
-    assert sample_main(["--preset", "tiny", "--cond", str(out / "cond.json"), "--out", str(run), "--steps", "1",
-                        "--no-progress"]) == 0
-    assert count_frames(run / "video.mp4") == 17
+    # the sampler ran on the folder unchanged
+    manifest = json.loads((out / "run" / "manifest.json").read_text())
+    assert manifest["config"]["cond"] == str((out / "cond.json").resolve())
+    assert count_frames(out / "run" / "video.mp4") == 17
     # re-running the camera command on its own folder is allowed (and replaces it)
     assert camera_main(["--image", str(image), "--depth", str(depth), "--path", "static", "--clips", "1", "--preset",
                         "tiny", "--prompt", "still", "--out", str(out), "--no-progress"]) == 0
-    assert not (out / "depth_01.mp4").exists()
+    assert not (out / "depth_01.mp4").exists() and (out / "run" / "video.mp4").is_file()
 
 
 EXPLORE = ["--path", "pan_left", "--angle", "40", "--clips", "3", "--preset", "tiny", "--steps", "1",
@@ -136,7 +135,8 @@ def test_explore_killed_and_resumed_gives_the_same_video(explored, photo, tiny_e
         reference = WorldMemory.load(explored / "memory" / f"memory_{k:03d}.npz")[0].cloud
         assert np.array_equal(ours.positions, reference.positions) and np.array_equal(ours.colors, reference.colors)
     assert (out / "memory.ply").read_bytes() == (explored / "memory.ply").read_bytes()
-    assert result.points == [len(WorldMemory.load(explored / "memory" / f"memory_{k:03d}.npz")[0].cloud) for k in range(4)]
+    memory = [WorldMemory.load(explored / "memory" / f"memory_{k:03d}.npz")[0] for k in range(4)]
+    assert result.points == [len(m.cloud) for m in memory]
 
 
 def test_explore_refuses_placeholder_prompts_before_any_model(photo, tmp_path, capsys):

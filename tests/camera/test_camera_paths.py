@@ -146,9 +146,11 @@ def test_keyframe_path_passes_through_its_keys(tmp_path):
 @pytest.mark.parametrize("keys, message", [
     ([{"time": 0, "position": [0, 0, 0], "look_at": [0, 0, 1]}], "1 keyframe\\(s\\); a path needs at least two"),
     ([{"time": 1, "position": [0, 0, 0], "look_at": [0, 0, 1]},
-      {"time": 1, "position": [1, 0, 0], "look_at": [0, 0, 1]}], "keyframe 1 \\(time 1\\) does not come after keyframe 0"),
+      {"time": 1, "position": [1, 0, 0], "look_at": [0, 0, 1]}],
+     "keyframe 1 \\(time 1\\) does not come after keyframe 0"),
     ([{"time": 0, "position": [0, 0, 0], "look_at": [0, 0, 1]},
-      {"time": 2, "position": [1, 0], "look_at": [0, 0, 1]}], "keyframe 1: \"position\" must be a list of three numbers"),
+      {"time": 2, "position": [1, 0], "look_at": [0, 0, 1]}],
+     "keyframe 1: \"position\" must be a list of three numbers"),
     ([{"time": 0, "position": [0, 0, 0], "look_at": [0, 0, 1]},
       {"position": [1, 0, 0], "look_at": [0, 0, 1]}], "keyframe 1: \"time\" must be a number"),
 ])

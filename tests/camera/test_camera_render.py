@@ -35,7 +35,8 @@ def pose(translation=(0.0, 0.0, 0.0), yaw_deg=0.0) -> np.ndarray:
 
 def analytic_projection(world: np.ndarray, w2c: np.ndarray, k: Intrinsics = K) -> tuple[np.ndarray, np.ndarray]:
     camera = world @ w2c[:3, :3].T + w2c[:3, 3]
-    return np.stack([k.fx * camera[:, 0] / camera[:, 2] + k.cx, k.fy * camera[:, 1] / camera[:, 2] + k.cy], 1), camera[:, 2]
+    pixels = np.stack([k.fx * camera[:, 0] / camera[:, 2] + k.cx, k.fy * camera[:, 1] / camera[:, 2] + k.cy], 1)
+    return pixels, camera[:, 2]
 
 
 def test_identity_view_renders_the_depth_map_and_photo_unchanged():
@@ -76,7 +77,8 @@ def test_track_lands_on_its_analytic_projection():
     path = preset_path("orbit_left", np.arange(9) / 16.0, speed=0.0, angle_rate=40.0, pivot_depth=6.0)
     rendered = render_path_depth(cloud_from_depth(PHOTO, depth, K, np.eye(4)), path.w2c, K)
     points, tracks, visible = clip_tracks(rendered[0], path.w2c, rendered, K, grid=7)
-    world = np.stack([(points[:, 0] - K.cx) / K.fx * 6.0, (points[:, 1] - K.cy) / K.fy * 6.0, np.full(len(points), 6.0)], 1)
+    world = np.stack([(points[:, 0] - K.cx) / K.fx * 6.0, (points[:, 1] - K.cy) / K.fy * 6.0,
+                      np.full(len(points), 6.0)], 1)
     for t, w2c in enumerate(path.w2c):
         expected, _ = analytic_projection(world, w2c)
         assert np.abs(tracks[t] - expected).max() < 1e-3, t
@@ -103,7 +105,8 @@ def test_near_box_hides_a_far_point():
     (x0, y0), (x1, y1) = analytic_projection(world_corners, w2c[-1])[0]
     start_depth = depth[np.rint(points[:, 1]).astype(int), np.rint(points[:, 0]).astype(int)]
     far = start_depth == 10.0
-    inside = (tracks[-1, :, 0] > x0 + 1) & (tracks[-1, :, 0] < x1 - 1) & (tracks[-1, :, 1] > y0 + 1) & (tracks[-1, :, 1] < y1 - 1)
+    x, y = tracks[-1, :, 0], tracks[-1, :, 1]
+    inside = (x > x0 + 1) & (x < x1 - 1) & (y > y0 + 1) & (y < y1 - 1)
     hidden = far & inside
     assert hidden.any(), "the scene must move a far point behind the box"
     assert visible[0, hidden].all() and not visible[-1, hidden].any()
@@ -158,8 +161,8 @@ def test_static_camera_equals_extraction_of_a_still_video(tmp_path):
     from PIL import Image
 
     Image.fromarray(photo).save(tmp_path / "photo.png")
-    settings = CameraSettings(frames_per_clip=81, height=height, width=width, clips=1, depth=str(tmp_path / "depth_m.npy"),
-                              prompts=("a still photo",))
+    settings = CameraSettings(frames_per_clip=81, height=height, width=width, clips=1,
+                              depth=str(tmp_path / "depth_m.npy"), prompts=("a still photo",))
     camera = make_camera_folder(tmp_path / "photo.png", PathSpec(preset="static"), settings, tmp_path / "camera",
                                 log=lambda _: None)
 

@@ -30,11 +30,11 @@ class BackendOptions:
     alexnet_weights: str | None = None
     aesthetic_head: str | None = None
     raft_weights: str | None = None
+    musiq_weights: str | None = None
     depth: bool = True
     depth_model: str = DEFAULT_DEPTH_ANYTHING_V2
     vda_checkpoint: str | None = None
     tracks: bool = True
-    fps: float = 16.0
 
 
 @dataclass
@@ -65,7 +65,7 @@ def load_backends(options: BackendOptions) -> Backends:
     """Every backend of ``options``; the unavailable ones logged once with what they need."""
     backends = Backends()
     settings = ScorerSettings(options.local_files_only, options.device, options.aesthetic_head,
-                              options.raft_weights, options.fps)
+                              options.raft_weights, options.musiq_weights)
     backends.scorers = load_scorers(settings, options.metrics) if options.metrics else {}
     if options.lpips:
         try:

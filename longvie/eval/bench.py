@@ -35,7 +35,7 @@ import numpy as np
 
 from ..media.atomic import atomic_write_text
 from .cli import add_backend_arguments, backend_options, eval_settings, setup_logging
-from .report import PAPER_COLUMNS, json_safe, markdown_table, write_metrics_json, write_plots
+from .report import EXTRA_COLUMNS, PAPER_COLUMNS, json_safe, markdown_table, write_metrics_json, write_plots
 
 __all__ = ["BenchEntry", "find_entries", "aggregate", "main"]
 
@@ -43,6 +43,8 @@ logger = logging.getLogger("longvie.eval")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 REFERENCE_NAMES = ("reference.mp4", "source.mp4", "gt.mp4")
+FRAME_WEIGHTED = ("subject_consistency", "background_consistency")
+BENCH_KIND = "eval-bench"  # the output-folder marker's kind (longvie.media.output_dir)
 
 
 class BenchEntry:
@@ -121,15 +123,22 @@ def _generated_from(directory: Path, name: str) -> Path:
 
 
 def aggregate(results: list[tuple[str, dict]]) -> dict:
-    """Mean of each metric over the videos that have it (strings "not computed" are skipped)."""
-    keys = [k for k, _, _ in PAPER_COLUMNS] + ["psnr"]
+    """Each metric over the videos that have it, as VBench combines videos: the mean of the per-video
+    values, except S.C. and B.C., which VBench divides the sum over all frame pairs by their count
+    (``subject_consistency.py``: ``sim / cnt``), i.e. weights each video by its frames - 1. Strings
+    ("not computed") are skipped."""
+    keys = [k for k, _, _ in PAPER_COLUMNS + EXTRA_COLUMNS]
     results = [(name, _numeric_result(r)) for name, r in results]  # "inf" (JSON) back to float
     mean = {}
     for key in keys:
-        values = [r["video"][key] for _, r in results if isinstance(r["video"].get(key), (int, float))]
-        mean[key] = float(np.mean(values)) if values else next(
-            (r["video"][key] for _, r in results if isinstance(r["video"].get(key), str)), None)
-    mean["colour_shift_last_clip"] = float(np.mean([r["colour"]["shift_vs_clip0"][-1] for _, r in results]))
+        rows = [r for _, r in results if isinstance(r["video"].get(key), (int, float))]
+        if not rows:
+            mean[key] = next((r["video"][key] for _, r in results if isinstance(r["video"].get(key), str)), None)
+            continue
+        weights = [max(r["frames"] - 1, 1) if key in FRAME_WEIGHTED else 1 for r in rows]
+        mean[key] = float(np.average([r["video"][key] for r in rows], weights=weights))
+    drifts = [r["colour"]["drift"] for _, r in results if r["colour"].get("drift") is not None]
+    mean["colour_drift"] = float(np.mean(drifts)) if drifts else None
     mean["boundaries_flagged"] = int(sum(r["boundaries_flagged"] for _, r in results))
     mean["boundaries"] = int(sum(len(r["boundaries"]) for _, r in results))
     return mean
@@ -159,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     from .backends import load_backends
     from .evaluate import evaluate_files
 
+    from ..media.output_dir import OutputDirError, claim_output_dir, mark_output_dir
+
     try:
+        claim_output_dir(args.out, "benchmark output", kind=BENCH_KIND)
         entries = find_entries(args.bench_dir)
         options = backend_options(args)
-    except ValueError as err:
+        settings = eval_settings(args)
+    except (ValueError, OutputDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out
@@ -170,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if shard is None:
         print(f"error: --shard {args.shard}: expected K/N with 0 <= K < N, e.g. 0/4", file=sys.stderr)
         return 2
+    mark_output_dir(out, BENCH_KIND)
     backends = None
     results = []
     for number, entry in enumerate(entries, start=1):
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if backends is None:
             backends = load_backends(options)
         logger.info("[%d/%d] %s: evaluating into %s", number, len(entries), entry.name, eval_dir)
-        result = evaluate_files(generated, eval_dir, entry.reference, prompts, backends, eval_settings(args), entry.name)
+        result = evaluate_files(generated, eval_dir, entry.reference, prompts, backends, settings, entry.name)
         results.append((entry.name, json_safe(result)))
 
     from .report import summary_line
@@ -210,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
               f"re-run without --shard once they are, to write the summary")
         return 0
     mean = aggregate(results)
+    from .evaluate import AGGREGATION
+
     title = f"# Benchmark {args.bench_dir.name}: {len(results)} video(s)\n\n"
-    table = markdown_table([(name, r["video"]) for name, r in results] + [("mean", mean)])
+    table = markdown_table([(name, r["video"]) for name, r in results] + [("all videos (VBench's mean)", mean)])
+    table += f"\n**Aggregation.** {AGGREGATION['video']} {AGGREGATION['paper_row']}\n"
     plots = write_plots(out, [(name, _numeric_result(r)) for name, r in results])
     atomic_write_text(out / "summary.md", title + table + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots)
                       + "\n")

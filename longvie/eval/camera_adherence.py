@@ -22,6 +22,10 @@ mean over all pairs. A clip whose mean rotation error exceeds :data:`ROTATION_BO
 translation-direction error exceeds :data:`TRANSLATION_BOUND_DEG` is flagged as not following the path.
 Monocular video has no scale, so the recovered path drawn in ``camera_paths.png`` takes each pair's
 baseline length from the request and its direction from the video.
+
+``python -m longvie.eval`` runs this as a report section (:mod:`longvie.eval.sections`) whenever the
+video's condition folder holds camera.json: ``camera`` in metrics.json, a section in metrics.md,
+``camera_paths.png`` and a part of the console line.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ from ..camera.paths import camera_centers, relative_pose, rotation_angle_deg
 from ..controls.primitives import grid_points
 
 __all__ = ["ROTATION_BOUND_DEG", "TRANSLATION_BOUND_DEG", "MIN_BASELINE_FRACTION", "find_camera_json",
-           "relative_pose_from_points", "camera_adherence", "write_camera_plot", "evaluate_camera_adherence",
-           "camera_summary"]
+           "relative_pose_from_points", "camera_adherence", "write_camera_plot", "KEY", "compute", "markdown",
+           "summary"]
 
 ROTATION_BOUND_DEG = 5.0
 TRANSLATION_BOUND_DEG = 30.0
@@ -218,25 +222,60 @@ def write_camera_plot(path: str | Path, result: dict) -> Path:
     return plot_paths_topdown(path, [requested, recovered], title=title)
 
 
-def evaluate_camera_adherence(frames: np.ndarray, out_dir: str | Path, depth_videos=(), prompts=None, generated=None,
-                              tracker: Callable | None = None) -> dict:
-    """``{"camera": result}`` when the video's condition folder has camera.json (plot written into
-    ``out_dir``), else ``{}``. The hook of ``python -m longvie.eval``."""
-    camera_json = find_camera_json(depth_videos, prompts, generated)
+# --------------------------------------------------------------------------------------------------
+# The report section of python -m longvie.eval (longvie.eval.sections)
+# --------------------------------------------------------------------------------------------------
+
+KEY = "camera"
+PLOT_NAME = "camera_paths.png"
+
+
+def compute(context) -> dict | None:
+    """The ``camera`` entry of metrics.json when the video's condition folder has camera.json (None: the
+    section does not apply). Writes ``camera_paths.png`` into the report folder."""
+    video = context.video
+    camera_json = find_camera_json(video.depth_videos, video.cond_path, video.run_dir)
     if camera_json is None:
-        return {}
+        return None
     camera = json.loads(camera_json.read_text(encoding="utf-8"))
     camera["_path"] = str(camera_json)
-    tracker = tracker if callable(tracker) else None
-    result = camera_adherence(frames, camera, tracker)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    result["plot"] = str(write_camera_plot(Path(out_dir) / "camera_paths.png", result))
-    return {"camera": result}
+    tracker = getattr(context.backends, "tracker", None)
+    result = camera_adherence(video.frames, camera, tracker if callable(tracker) else None)
+    if context.out_dir is not None:  # the report folder, claimed and marked as write_report does
+        from ..media.output_dir import claim_output_dir, mark_output_dir
+        from .report import REPORT_KIND
+
+        out_dir = mark_output_dir(claim_output_dir(context.out_dir, "evaluation report", kind=REPORT_KIND), REPORT_KIND)
+        result["plot"] = write_camera_plot(out_dir / PLOT_NAME, result).name
+    return result
 
 
-def camera_summary(result: dict) -> str:
+def _degrees(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def markdown(value: dict) -> str:
+    """The section of metrics.md: per clip and whole-video errors, the verdict and the plot."""
+    lines = ["## Camera adherence", "",
+             f"Requested path: `{value.get('camera_json')}`; tracker {value['tracker']}. {value['definition']}. "
+             f"A clip is flagged above {ROTATION_BOUND_DEG:g} degrees of rotation error or "
+             f"{TRANSLATION_BOUND_DEG:g} degrees of translation-direction error.", "",
+             "| clip | frames | rotation error (deg) | sum (deg, CameraCtrl) | translation direction (deg) | pairs "
+             "| follows |", "|---|---|---|---|---|---|---|"]
+    for index, clip in enumerate(value["per_clip"]):
+        cells = [str(index), f"{clip['frames'][0]}-{clip['frames'][1] - 1}", _degrees(clip["rotation_error_deg"]),
+                 _degrees(clip["rotation_error_sum_deg"]), _degrees(clip["translation_direction_error_deg"]),
+                 f"{clip['pairs'] - clip['pairs_failed']}/{clip['pairs']}", "yes" if clip["follows_path"] else "NO"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"**Whole video** ({summary(value)}).", ""]
+    if value.get("plot"):
+        lines += [f"![requested and recovered camera path]({value['plot']})", ""]
+    return "\n".join(lines)
+
+
+def summary(value: dict) -> str:
     """One console line."""
-    video = result["video"]
+    video = value["video"]
     rot, trans = video["rotation_error_deg"], video["translation_direction_error_deg"]
     parts = [f"rotation error {rot:.2f} deg" if rot is not None else "rotation error n/a",
              f"translation-direction error {trans:.1f} deg" if trans is not None

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg-parallel", action="store_true",
                         help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
     parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
-    speed = parser.add_argument_group("speed and memory (see README 'Speed and memory')")
+    speed = parser.add_argument_group("speed and memory (see docs/speed-and-memory.md)")
     speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
                        help="FP8 weight storage of the DiT and control branch, bf16 compute (about half the "
                             "weight memory; pixels differ slightly; recorded in the run) [off]")

@@ -71,7 +71,7 @@ def test_runner_scores_two_tiny_runs_and_resumes_after_a_kill(bench_dir, tiny_ca
     assert summary["mean"]["ssim"] == pytest.approx(
         (summary["videos"]["a_plaza"]["ssim"] + summary["videos"]["b_plaza"]["ssim"]) / 2)
     table = (out / "summary.md").read_text()
-    assert "| a_plaza |" in table and "| b_plaza |" in table and "| mean |" in table and "LongVie 2 (paper" in table
+    assert "| a_plaza |" in table and "| b_plaza |" in table and "| all videos (VBench's mean) |" in table and "**Aggregation.**" in table and "LongVie 2 (paper" in table
     assert all((out / f"{p}.png").is_file() for p in ("quality", "drift", "boundaries", "colour"))
     assert printed.out.count("2 clip(s), 17 frames") == 2
 
@@ -122,12 +122,30 @@ def test_shards_split_the_videos_and_the_last_run_aggregates(bench_dir, tmp_path
     assert bench.main([*common, "--shard", "2/2"]) == 2
 
 
-def test_aggregate_means_and_infinite_psnr():
-    def result(ssim, psnr, lpips):
-        return {"video": {"ssim": ssim, "psnr": psnr, "lpips": lpips}, "colour": {"shift_vs_clip0": [0.0, 1.0]},
-                "boundaries": [{"flagged": True}], "boundaries_flagged": 1}
+def test_aggregate_as_vbench_means_and_infinite_psnr():
+    def result(ssim, psnr, lpips, sc, frames):
+        return {"video": {"ssim": ssim, "psnr": psnr, "lpips": lpips, "subject_consistency": sc,
+                          "aesthetic_quality": sc}, "colour": {"drift": frames / 100},
+                "boundaries": [{"flagged": True}], "boundaries_flagged": 1, "frames": frames}
 
-    mean = bench.aggregate([("a", result(1.0, "inf", "not computed: needs x")), ("b", result(0.5, 20.0, 0.25))])
+    mean = bench.aggregate([("a", result(1.0, "inf", "not computed: needs x", 0.9, 81)),
+                            ("b", result(0.5, 20.0, 0.25, 0.6, 241))])
     assert mean["ssim"] == 0.75 and mean["psnr"] == float("inf") and mean["lpips"] == 0.25
-    assert mean["boundaries_flagged"] == 2 and mean["colour_shift_last_clip"] == 1.0
-    assert bench.aggregate([("a", result(1.0, 10.0, "not computed: needs x"))])["lpips"] == "not computed: needs x"
+    # VBench's S.C. over videos: the sum over all frame pairs / their count (80 and 240 pairs)
+    assert mean["subject_consistency"] == pytest.approx((0.9 * 80 + 0.6 * 240) / 320)
+    assert mean["aesthetic_quality"] == pytest.approx(0.75)  # A.Q.: the mean of the videos' values
+    assert mean["boundaries_flagged"] == 2 and mean["colour_drift"] == pytest.approx(1.61)
+    assert bench.aggregate([("a", result(1.0, 10.0, "not computed: needs x", 0.5, 9))])["lpips"] == \
+        "not computed: needs x"
+
+
+def test_out_holding_the_users_files_is_refused(tmp_path, capsys):
+    bench_dir = tmp_path / "bench"  # --out is checked first: the benchmark folder is not even read
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    assert bench.main([str(bench_dir), "--out", str(users), "--fast"]) == 2
+    assert "not a LongVie benchmark output" in capsys.readouterr().err
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+    assert bench.main([str(bench_dir), "--out", str(users / "notes.txt"), "--fast"]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -14,7 +14,6 @@ from longvie.eval.camera_adherence import (
     ROTATION_BOUND_DEG,
     TRANSLATION_BOUND_DEG,
     camera_adherence,
-    evaluate_camera_adherence,
     relative_pose_from_points,
 )
 
@@ -118,13 +117,26 @@ def test_relative_pose_from_exact_points():
     assert rotation_angle_deg(estimate["R"] @ rotation_only[:3, :3].T) < 0.05
 
 
-def test_eval_hook_finds_camera_json_and_writes_the_plot(orbit_video, tmp_path):
+def test_report_section_finds_camera_json_and_writes_the_plot(orbit_video, tmp_path):
+    """The section of python -m longvie.eval: found through the video's cond.json folder (or its run's
+    recorded control videos), a plot in the report folder, markdown and a console summary."""
+    from longvie.eval import camera_adherence as section
+    from longvie.eval.inputs import GeneratedVideo
+    from longvie.eval.sections import SECTION_MODULES, SectionContext
+
+    assert "longvie.eval.camera_adherence" in SECTION_MODULES
     frames, camera = orbit_video
     folder = tmp_path / "camera_folder"
     folder.mkdir()
     (folder / "camera.json").write_text(json.dumps(camera))
-    (folder / "cond.json").write_text("[]")
-    report = evaluate_camera_adherence(frames, tmp_path / "report", prompts=folder / "cond.json")
-    assert report["camera"]["video"]["follows_path"]
-    assert (tmp_path / "report" / "camera_paths.png").is_file()
-    assert evaluate_camera_adherence(frames, tmp_path / "report2", prompts=tmp_path / "cond.json") == {}
+    video = GeneratedVideo(frames, "video.mp4", cond_path=folder / "cond.json")
+    value = section.compute(SectionContext(video=video, reference=None, ranges=[], fps=16.0, settings=None,
+                                           out_dir=tmp_path / "report"))
+    assert value["video"]["follows_path"] and (tmp_path / "report" / value["plot"]).is_file()
+    text = section.markdown(value)
+    assert text.startswith("## Camera adherence") and "camera_paths.png" in text and "| 1 | 8-16 |" in text
+    assert "follows the path" in section.summary(value)
+    by_run = GeneratedVideo(frames, "run", depth_videos=[folder / "depth_00.mp4"])
+    assert section.compute(SectionContext(video=by_run, reference=None, ranges=[], fps=16.0, settings=None)) is not None
+    elsewhere = GeneratedVideo(frames, "video.mp4", cond_path=tmp_path / "cond.json")
+    assert section.compute(SectionContext(video=elsewhere, reference=None, ranges=[], fps=16.0, settings=None)) is None

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-points", type=int, default=None, help="--explore: memory size bound [4000000]")
     run.add_argument("--fuse-every", type=int, default=None,
                      help="--explore: fuse every k-th generated frame into the memory [10]")
+    run.add_argument("--redo", type=int, metavar="K",
+                     help="--explore: generate clip K and every clip after it again (the memory follows)")
     run.add_argument("--seed", type=int, help="sampling seed [the config's]")
     run.add_argument("--steps", type=int, help="denoising steps [the config's]")
     run.add_argument("--offload", choices=("none", "model", "group"), help="GPU memory mode [the config's]")
@@ -165,6 +167,8 @@ def _run(args, argv) -> int:
     from .memory import MemorySettings
 
     _setup_console_logging()
+    if args.redo is not None and not args.explore:
+        raise CameraInputError("--redo K regenerates clips of an --explore run; add --explore")
     for name in ("max_points", "fuse_every", "steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -192,7 +196,7 @@ def _run(args, argv) -> int:
                                                       ("fuse_every", args.fuse_every)) if v is not None})
         result = explore(args.image, spec, settings, out, config, memory, progress=bars,
                          allow_placeholder_prompts=args.allow_placeholder_prompts,
-                         progress_bars=not args.no_progress, command=command_line(argv))
+                         progress_bars=not args.no_progress, command=command_line(argv), redo=args.redo)
         print(f"video: {result.video.resolve()}")
         print(f"folder: {result.folder.resolve()}  (controls, camera.json, preview.mp4, memory.ply; run in run/)")
         return 0

@@ -197,13 +197,15 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
             memory_settings: MemorySettings = MemorySettings(), progress: StageProgress | None = None,
             log: Callable[[str], None] | None = None, on_step: Callable[[int, int, int], None] | None = None,
             on_clip_done: Callable[[int], None] | None = None, allow_placeholder_prompts: bool = False,
-            progress_bars: bool = True, command: str | None = None, estimator=None) -> ExploreResult:
+            progress_bars: bool = True, command: str | None = None, estimator=None,
+            redo: int | None = None) -> ExploreResult:
     """Generate the video of ``image`` along ``path`` with a growing 3D memory (see the module docstring).
 
     Args:
         config: the model config resolved as the sampler resolves it (:func:`sampling_config`).
         log: where progress lines go (default: the ``longvie.camera`` logger, which the run's run.log records).
         on_step, on_clip_done: passed to the sampler (the app's progress and cancel hooks).
+        redo: generate clip ``redo`` and every clip after it again (memories after it are rebuilt).
 
     Raises:
         CameraInputError / CameraPathError: bad input (before any model loads).
@@ -225,6 +227,8 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
     problems += check_model_dirs(config)
     if s["num_frames"] != settings.frames_per_clip:
         problems.append(f"frames per clip {settings.frames_per_clip} differ from the model's {s['num_frames']}")
+    if redo is not None and not 0 <= redo < plan.num_clips:
+        problems.append(f"--redo {redo}: the video has clips 0..{plan.num_clips - 1}")
     if plan.placeholder_prompts and not allow_placeholder_prompts:
         problems.append("--explore generates the video: give --prompt TEXT (or --prompt-file, one prompt per clip)")
     if problems:
@@ -268,9 +272,12 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
 
     if progress:
         progress(EXPLORE_STAGES[2], 0, plan.num_clips)
+    from ..longvideo.run_state import RedoRequest
+
     result = sampler(out / "run", out / "first.png", clips, config={**config, "camera": str(out / "camera.json")},
                      command=command, on_step=on_step, on_clip_done=clip_done,
-                     allow_placeholder_prompts=allow_placeholder_prompts, controls=provider)
+                     allow_placeholder_prompts=allow_placeholder_prompts, controls=provider,
+                     redo=None if redo is None else RedoRequest(redo))
 
     # 4. the last clip into the memory, the fused cloud, cond.json and the preview
     if progress:

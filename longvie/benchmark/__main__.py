@@ -1,11 +1,13 @@
 """``python -m longvie.benchmark``: ``--estimate-memory [--config ...] [--max-vram GiB]`` estimates GPU and
-host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); anything else runs the speed
-benchmark (:mod:`longvie.benchmark.speed`)."""
+host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); ``--amdahl`` measures the
+serial fraction of a clip and the expected speed-up on several GPUs (:mod:`longvie.benchmark.amdahl`);
+anything else runs the speed benchmark (:mod:`longvie.benchmark.speed`)."""
 from __future__ import annotations
 
 import sys
 
 ESTIMATE_FLAG = "--estimate-memory"
+AMDAHL_FLAG = "--amdahl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
 
         argv.remove(ESTIMATE_FLAG)
         return estimate_main(argv)
+    if AMDAHL_FLAG in argv:
+        from .amdahl import main as amdahl_main
+
+        argv.remove(AMDAHL_FLAG)
+        return amdahl_main(argv)
     try:
         from .speed import main as speed_main
     except ModuleNotFoundError as error:

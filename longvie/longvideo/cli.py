@@ -216,13 +216,22 @@ def default_example(config: dict, clips: int | None) -> Path:
 _LOADED_PIPELINES: dict = {}  # the last loaded pipeline, reused by later runs of the same process
 
 
-def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1):
-    """A function that loads the pipeline of ``config`` (called only when a clip must be made)."""
+def run_device(config: dict, device: str | None) -> str:
+    """Where the pipeline runs: ``--device``, else the CPU for the tiny preset or without CUDA, else "cuda"."""
+    import torch
+
+    return device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
+
+
+def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1,
+                    text_encoder: bool = True):
+    """A function that loads the pipeline of ``config`` (called only when a clip must be made).
+    ``text_encoder=False`` leaves umT5 on disk (the ranks that never encode text under torchrun)."""
 
     def load():
         import torch
 
-        key = (repr(sorted(config.items(), key=str)), device, sequence_degree, cfg_degree)
+        key = (repr(sorted(config.items(), key=str)), device, sequence_degree, cfg_degree, text_encoder)
         if key in _LOADED_PIPELINES:
             return _LOADED_PIPELINES[key]
         from ..presets.config import torch_dtype
@@ -237,10 +246,11 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
             base, longvie = write_tiny_checkpoints(cache_dir() / "tiny_checkpoints")
         else:
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
-        target = device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
+        target = run_device(config, device)
         pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
                                                device=target, offload=config.get("offload") or "none",
-                                               vae_tiling=bool(config["sampling"].get("vae_tiling", False)))
+                                               vae_tiling=bool(config["sampling"].get("vae_tiling", False)),
+                                               load_text_encoder=text_encoder)
         if config["sampling"].get("fp8"):
             from ..acceleration.fp8 import apply_fp8_storage
 
@@ -303,6 +313,8 @@ def main(argv: list[str] | None = None, single_process: bool = False) -> int:
     ``single_process``: ignore torchrun's WORLD_SIZE (each rank makes its own videos: longvideo.batch).
     """
     session = _Session()
+    global _QUIET
+    _QUIET = _is_follower(single_process)
     try:
         return _run(argv, session, single_process)
     except KeyboardInterrupt:
@@ -313,13 +325,13 @@ def main(argv: list[str] | None = None, single_process: bool = False) -> int:
             print("\ninterrupted before the first clip finished; run the same command to continue", file=sys.stderr)
         return 130
     except (InputValidationError, RunMismatchError, RunManifestError, RunLockedError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(f"error: {err}")
         return 2
     except NonFiniteOutputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(f"error: {err}")
         return 1
     except LongVieError as err:  # weights, checkpoint keys: what is wrong with which file
-        print(f"error: {err}", file=sys.stderr)
+        _error(f"error: {err}")
         return 2
     except OSError as err:
         print(f"error: {_os_error_message(err, session)}", file=sys.stderr)
@@ -331,6 +343,18 @@ def main(argv: list[str] | None = None, single_process: bool = False) -> int:
         return 1
     except Exception as err:  # noqa: BLE001 - one line here, the traceback in the log
         return _unexpected(err, session)
+
+
+_QUIET = False  # a torchrun rank other than 0 on one video: rank 0 reports the (identical) input errors
+
+
+def _is_follower(single_process: bool) -> bool:
+    return not single_process and int(os.environ.get("WORLD_SIZE", 1)) > 1 and int(os.environ.get("RANK", 0)) > 0
+
+
+def _error(message: str) -> None:
+    if not _QUIET:
+        print(message, file=sys.stderr)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
@@ -413,6 +437,13 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     if config.get("dtype") not in DTYPES:
         problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
     shape_ok = not problems
+    cfg_degree = 2 if args.cfg_parallel else 1
+    world = 1 if single_process else int(os.environ.get("WORLD_SIZE", 1))
+    if args.sp * cfg_degree > 1 or world > 1:  # several ranks on one video: all checked before loading
+        from .ranks import parallel_run_problems
+
+        problems += parallel_run_problems(args.sp, cfg_degree, world, s if shape_ok else None,
+                                          run_device(config, args.device), config.get("attention"))
     problems += check_device(args.device, config if shape_ok else None, s if shape_ok else None)
     weights_problems = check_model_dirs(config)
     if not weights_problems and not is_tiny(config):
@@ -463,39 +494,43 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2
     redo = None if args.redo is None else RedoRequest(args.redo, seed=args.seed, text=args.prompt)
-    cfg_degree = 2 if args.cfg_parallel else 1
-    rank, run_out = 0, out
-    if args.sp * cfg_degree > 1 or (not single_process and int(os.environ.get("WORLD_SIZE", 1)) > 1):
-        # several ranks, one video: only rank 0 writes --out; the others work on a private copy
-        import torch.distributed as dist
-
+    load_pipe, leader = pipeline_loader(config, args.device, args.sp, cfg_degree), None
+    if args.sp * cfg_degree > 1:
+        # several ranks, one video: rank 0 runs the sampler and owns --out; the others make its pipeline calls
         from ..acceleration.parallel import init_distributed
-        from .ranks import follower_run_dir
+        from .ranks import Leader, end_distributed, follow
 
-        rank, world = init_distributed()
-        if world != args.sp * cfg_degree:
-            print(f"error: --sp {args.sp}{' --cfg-parallel' if args.cfg_parallel else ''} needs "
-                  f"{args.sp * cfg_degree} ranks, torchrun started {world}", file=sys.stderr)
-            return 2
-        dist.barrier()
+        try:
+            rank, _ = init_distributed(run_device(config, args.device))
+        except ValueError as err:  # LOCAL_RANK beyond the visible GPUs (also checked above)
+            raise InputValidationError([str(err)]) from None
         if rank:
-            run_out = follower_run_dir(out, rank)
-        dist.barrier()
-    sampler = LongVideoSampler(settings, load_pipe=pipeline_loader(config, args.device, args.sp, cfg_degree),
-                               progress=not args.no_progress and rank == 0)
+            follow(pipeline_loader(config, args.device, args.sp, cfg_degree, text_encoder=False))
+            end_distributed()
+            return 0
+        leader = Leader(load_pipe)
+        load_pipe = leader.load
+    sampler = LongVideoSampler(settings, load_pipe=load_pipe, progress=not args.no_progress)
+    sampler.release_text_encoder = True  # one run per process: umT5 leaves memory once its prompts are cached
     session.sampler = sampler
     if args.cfg_batch:
         sampler.pipe_kwargs = {"cfg_batch": True}
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "longvie.sample", *given])
-    result = sampler(run_out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
-                     redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
-                     command=command, notes=inputs.notes, allow_placeholder_prompts=args.allow_placeholder_prompts)
-    if run_out != out:
-        from .ranks import remove_follower_run_dir
+    try:
+        last = len(inputs.clips) - 1  # the other ranks are released before rank 0 stitches the video
+        result = sampler(out, inputs.image, inputs.clips, seed=args.seed if args.redo is None else None,
+                         redo=redo, config={**config, "image": str(inputs.image), "cond": str(inputs.cond)},
+                         command=command, notes=inputs.notes,
+                         allow_placeholder_prompts=args.allow_placeholder_prompts,
+                         on_clip_done=None if leader is None else (lambda i: leader.stop() if i == last else None))
+    finally:
+        if leader is not None:
+            leader.stop()
+            if leader.stopped:
+                from .ranks import end_distributed
 
-        remove_follower_run_dir(run_out)
-        return 0
+                end_distributed()
     run_dir = result.run_dir.resolve()
     print(f"video: {result.video_path.resolve()} ({result.num_frames} frames, {len(result.clip_paths)} clips "
           f"at {settings.fps} fps)")

@@ -195,6 +195,8 @@ class LongVideoSampler:
         self.progress = progress
         self.finished_clips: int | None = None  # clips 0..n-1 finished in the run being worked on
         self.pipe_kwargs: dict = {}  # speed-only pipeline options (e.g. cfg_batch): same math, not recorded
+        # drop umT5 from memory once the session's prompts are cached (the CLI: one run per process)
+        self.release_text_encoder = False
 
     @property
     def pipe(self):
@@ -361,6 +363,9 @@ class LongVideoSampler:
             extra["step_cache"] = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold)
         if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
             self.pipe.set_vae_tiling(s.vae_tiling)
+        if hasattr(self.pipe, "cache_prompts"):  # every prompt of the session encoded once (one rank under torchrun)
+            self.pipe.cache_prompts(self._session_prompts(manifest, start, len(clips)),
+                                    release_text_encoder=self.release_text_encoder)
         final_latents_finite: list = []
         if "callback_on_step_end" in inspect.signature(self.pipe).parameters:
             def check_final_latents(pipe, step, timestep, tensors):
@@ -431,6 +436,16 @@ class LongVideoSampler:
         finally:
             clip_bar.close()
         return generated
+
+    def _session_prompts(self, manifest: dict, start: int, stop: int) -> list[str]:
+        """The prompts clips ``start..stop-1`` will use, and the negative prompt when guidance is on."""
+        texts = [manifest["clips"][index]["inputs"]["text"] for index in range(start, stop)]
+        if self.settings.cfg != 1.0:
+            from ..sampling.pipeline import WAN_NEGATIVE_PROMPT
+
+            texts.append(self.settings.negative_prompt if self.settings.negative_prompt is not None
+                         else WAN_NEGATIVE_PROMPT)
+        return texts
 
     def _check_finite(self, index: int, final_latents_finite: list, clip_noise) -> None:
         """Refuse a clip whose final latents (or noise) hold NaN/Inf: decoding them gives garbage frames."""

@@ -104,11 +104,14 @@ def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
     return (latents - mean) / std
 
 
-def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents (B, 16, F, h, w) -> video (B, 3, 1 + 4(F-1), 8h, 8w) in [-1, 1]."""
+def vae_decode(vae, latents: torch.Tensor, decode=None) -> torch.Tensor:
+    """Normalised latents (B, 16, F, h, w) -> video (B, 3, 1 + 4(F-1), 8h, 8w) in [-1, 1].
+
+    ``decode``: optional ``f(z) -> pixels`` replacing ``vae.decode(z).sample`` (the decode split over ranks)."""
     mean, std = _latent_stats(vae, latents)
     vae_dtype = next(vae.parameters()).dtype
-    return vae.decode((latents.float() * std + mean).to(vae_dtype)).sample.float()
+    z = (latents.float() * std + mean).to(vae_dtype)
+    return (vae.decode(z).sample if decode is None else decode(z)).float()
 
 
 def i2v_mask(batch: int, latent_frames: int, height: int, width: int, device=None) -> torch.Tensor:

@@ -33,6 +33,7 @@ from .conditioning import (
     vae_decode,
     vae_encode,
 )
+from .distributed import PromptCache
 from .guidance import GuidedVelocity
 from .scheduling import make_sampling_scheduler
 
@@ -158,6 +159,8 @@ class LongViePipeline(DiffusionPipeline):
         self.vae_tiling = False
         self._parallel = None      # acceleration.parallel.ParallelState, set by enable_parallelism
         self.stage_timer = None    # optional f(stage name) -> context manager, set by the benchmark
+        self.prompt_cache = PromptCache()   # umT5 embeddings by prompt (cache_prompts)
+        self.text_encoder_loader = None     # loads umT5 again after release_text_encoder (set by from_pretrained)
 
     def _stage(self, name: str):
         """Context manager around one stage of __call__ (timed by the benchmark; a no-op otherwise)."""
@@ -166,17 +169,38 @@ class LongViePipeline(DiffusionPipeline):
     def enable_parallelism(self, sequence_degree: int = 1, cfg_degree: int = 1) -> None:
         """Spread each denoiser call over the ranks of ``torch.distributed`` (started by torchrun):
         ``cfg_degree`` 2 puts the guidance branches on different ranks, ``sequence_degree`` N splits the
-        token streams over N ranks (Ulysses attention). sequence_degree * cfg_degree = world size.
-        See :mod:`longvie.acceleration.parallel`."""
+        token streams over N ranks (Ulysses attention; any N). sequence_degree * cfg_degree = world size.
+        Every rank must then call the pipeline with the same arguments (``python -m longvie.sample`` has rank 0
+        send them: :mod:`longvie.longvideo.ranks`); the encoders and a tiled VAE decode are split over the
+        ranks (:mod:`longvie.sampling.distributed`). See :mod:`longvie.acceleration.parallel`."""
         from ..acceleration.parallel import ParallelConfig, apply_parallelism
 
         self._parallel = apply_parallelism(self.denoiser, ParallelConfig(sequence_degree, cfg_degree))
+
+    def cache_prompts(self, prompts, release_text_encoder: bool = False) -> int:
+        """Encode ``prompts`` (a string or a list) once into ``self.prompt_cache``, so later clips with these
+        prompts run no umT5; under torchrun rank 0 encodes and broadcasts. ``release_text_encoder``: then drop
+        umT5 from GPU and host memory (a prompt not cached later loads it again for that call). Returns the
+        number of prompts encoded. See :mod:`longvie.sampling.distributed`."""
+        from .distributed import cache_prompts, release_text_encoder as release
+
+        count = cache_prompts(self, _as_prompt_batch(prompts, "prompts"))
+        if release_text_encoder:
+            release(self)
+        return count
+
+    def release_text_encoder(self) -> bool:
+        """Drop umT5 from GPU and host memory (cached prompts keep working). Returns whether one was held."""
+        from .distributed import release_text_encoder
+
+        return release_text_encoder(self)
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, base_dir, longvie_dir, torch_dtype: torch.dtype = torch.bfloat16,
                         device: str | torch.device | None = None, offload: str = "none",
                         vae_dtype: torch.dtype = torch.float32,
-                        attention_backend: str = "auto", vae_tiling: bool = False) -> "LongViePipeline":
+                        attention_backend: str = "auto", vae_tiling: bool = False, load_text_encoder: bool = True,
+                        sequence_degree: int = 1, cfg_degree: int = 1) -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
@@ -196,6 +220,10 @@ class LongViePipeline(DiffusionPipeline):
                 reason are in ``pipe.attention_choice``.
             vae_tiling: tiled VAE encode/decode (lower peak memory, slightly different pixels);
                 independent of ``offload``.
+            load_text_encoder: False leaves umT5 on disk (it is loaded for a prompt not in
+                ``prompt_cache``); under torchrun only rank 0 needs it.
+            sequence_degree, cfg_degree: parallelism over the torchrun ranks (:meth:`enable_parallelism`);
+                a combination that cannot run is refused before anything loads.
         """
         from ..acceleration.attention import select_attention_backend
         from ..acceleration.devices import resolve_device
@@ -204,13 +232,27 @@ class LongViePipeline(DiffusionPipeline):
         device = resolve_device(device)
         # Checked before loading: a backend that cannot run fails in seconds, not after the 14B load.
         choice = select_attention_backend(attention_backend, device, torch_dtype)
+        if sequence_degree * cfg_degree > 1:
+            from ..acceleration.parallel import init_distributed, parallel_problems
+
+            _, world = init_distributed(device)  # joins torchrun's group; (0, 1) outside torchrun
+            problems = parallel_problems(sequence_degree, cfg_degree, world_size=world,
+                                         attention_backend=choice.backend)
+            if problems:
+                raise ValueError("; ".join(problems))
         control_path, dit_path = longvie_weight_paths(longvie_dir)
-        components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype)
+        components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
+                                          text_encoder=load_text_encoder)
         denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
         pipe = cls(denoiser=denoiser, **components)
+        from .distributed import load_text_encoder as load_umt5
+
+        pipe.text_encoder_loader = lambda: load_umt5(base_dir, torch_dtype)
         pipe.set_attention(choice)
         pipe.enable_offload(offload, device)
         pipe.set_vae_tiling(vae_tiling)
+        if sequence_degree * cfg_degree > 1:
+            pipe.enable_parallelism(sequence_degree, cfg_degree)
         return pipe
 
     def set_attention(self, choice) -> None:
@@ -239,6 +281,17 @@ class LongViePipeline(DiffusionPipeline):
         enable_offload(self, mode, device)
         self._run_device = device
         self.offload_mode = mode
+
+    def _prompt_embeddings(self, prompts: list[str], device, dtype) -> torch.Tensor:
+        """umT5 embeddings of ``prompts``: from ``prompt_cache`` when all are cached, else encoded (by a
+        umT5 loaded again for this call if it was released)."""
+        cached = self.prompt_cache.lookup(prompts, device, dtype)
+        if cached is not None:
+            return cached
+        from .distributed import text_encoder_of
+
+        with text_encoder_of(self) as encoder:
+            return encode_prompt(self.tokenizer, encoder, prompts, device, dtype)
 
     @property
     def _execution_device(self):
@@ -327,18 +380,28 @@ class LongViePipeline(DiffusionPipeline):
             return torch.cat([frames_to_tensor(fit_frames(v, height, width, resize_mode)) for v in videos]).to(device)
 
         first = pixels([[im] for im in images])[:, :, 0]
-        with self._stage("text_encoder"):
-            prompt_embeds = encode_prompt(self.tokenizer, self.text_encoder, prompts, device, dtype)
-            negative_embeds = encode_prompt(self.tokenizer, self.text_encoder, negatives, device, dtype) \
-                if guidance_scale != 1.0 else None
-        with self._stage("image_encoder"):
-            image_embeds = encode_image(self.image_encoder, clip_pixel_values(first, self.image_processor).to(device),
-                                        dtype)
-        with self._stage("vae_encode"):
-            image_latents = image_condition(self.vae, first, num_frames).to(dtype)
-            dense = control_condition(self.vae, pixels(dense_videos)).to(dtype)
-            sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
-            history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
+        split = self._parallel is not None and self._parallel.world_size > 1
+        if split:  # every encoder call on one rank, broadcast (longvie.sampling.distributed)
+            from .distributed import encode_over_ranks
+
+            with self._stage("encoders"):
+                (prompt_embeds, negative_embeds, image_embeds, image_latents, dense, sparse,
+                 history_latents) = encode_over_ranks(
+                    self, prompts, negatives if guidance_scale != 1.0 else None, first, num_frames,
+                    lambda: pixels(dense_videos), lambda: pixels(sparse_videos),
+                    (lambda: pixels(histories)) if histories is not None else None)
+        else:
+            with self._stage("text_encoder"):
+                prompt_embeds = self._prompt_embeddings(prompts, device, dtype)
+                negative_embeds = self._prompt_embeddings(negatives, device, dtype) if guidance_scale != 1.0 else None
+            with self._stage("image_encoder"):
+                image_embeds = encode_image(self.image_encoder,
+                                            clip_pixel_values(first, self.image_processor).to(device), dtype)
+            with self._stage("vae_encode"):
+                image_latents = image_condition(self.vae, first, num_frames).to(dtype)
+                dense = control_condition(self.vae, pixels(dense_videos)).to(dtype)
+                sparse = control_condition(self.vae, pixels(sparse_videos)).to(dtype)
+                history_latents = vae_encode(self.vae, pixels(histories)) if histories is not None else None
 
         if noise is None:  # drawn on the generator's device (CPU from ``seed`` by default)
             noise = draw_noise(latent_shape, generator, seed, "cpu")
@@ -377,7 +440,12 @@ class LongViePipeline(DiffusionPipeline):
                         latents = update["latents"]
 
         with self._stage("vae_decode"):
-            video = vae_decode(self.vae, latents)
+            if split:  # tiled decode: the tiles over the ranks; untiled: the whole decode on every rank
+                from .distributed import decode_over_ranks
+
+                video = decode_over_ranks(self.vae, latents, self._parallel)
+            else:
+                video = vae_decode(self.vae, latents)
             frames = [tensor_to_frames(v) for v in video]
         self.maybe_free_model_hooks()
         return ClipOutput(frames[0] if batch == 1 else frames, noise.cpu())

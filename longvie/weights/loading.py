@@ -111,15 +111,17 @@ def longvie_weight_paths(longvie_dir) -> tuple[Path, Path | None]:
 
 
 def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
-                         vae_dtype: torch.dtype = torch.float32) -> dict:
+                         vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True) -> dict:
     """Tokenizer, umT5 encoder, CLIP vision tower (+ its image processor) and VAE of Wan2.1-I2V.
 
-    Returns a dict with keys tokenizer, text_encoder, image_encoder, image_processor, vae.
+    Returns a dict with keys tokenizer, text_encoder, image_encoder, image_processor, vae
+    (``text_encoder=False``: umT5 is not read, its entry is None).
     """
     layout = detect_layout(base_dir)
     if layout == "original":
         from .original_layout import load_original_components
-        return load_original_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype)
+        return load_original_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
+                                        text_encoder=text_encoder)
 
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
@@ -134,7 +136,8 @@ def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
                        if (base_dir / "image_processor").is_dir() else None)
     return dict(
         tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer"),
-        text_encoder=UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype).eval(),
+        text_encoder=(UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype).eval()
+                      if text_encoder else None),
         image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype).eval(),
         image_processor=image_processor,
         vae=AutoencoderKLWan.from_pretrained(base_dir, subfolder="vae", torch_dtype=vae_dtype).eval(),

@@ -300,11 +300,11 @@ def load_original_vae(path, torch_dtype: torch.dtype = torch.float32, hint: str 
 
 
 def load_original_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
-                             vae_dtype: torch.dtype = torch.float32) -> dict:
+                             vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True) -> dict:
     """Tokenizer, umT5, CLIP vision tower (+ image processor) and VAE from the original layout.
 
     Returns the same dict as the diffusers-layout path: tokenizer, text_encoder, image_encoder,
-    image_processor, vae.
+    image_processor, vae (``text_encoder=False``: umT5 is not read, its entry is None).
     """
     from transformers import AutoTokenizer
 
@@ -314,7 +314,8 @@ def load_original_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16
     if not tokenizer_dir.is_dir():
         raise WeightsError(f"{tokenizer_dir}: umT5 tokenizer folder not found. {_hint(base_dir, 'google/umt5-xxl/')}")
     text_encoder = load_original_text_encoder(base_dir / ORIGINAL_T5_FILE, torch_dtype,
-                                              _hint(base_dir, ORIGINAL_T5_FILE), **overrides.get("text_encoder", {}))
+                                              _hint(base_dir, ORIGINAL_T5_FILE),
+                                              **overrides.get("text_encoder", {})) if text_encoder else None
     image_encoder, image_processor = load_original_image_encoder(
         base_dir / ORIGINAL_CLIP_FILE, torch_dtype, _hint(base_dir, ORIGINAL_CLIP_FILE),
         **overrides.get("image_encoder", {}))

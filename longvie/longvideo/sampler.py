@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .. import LongVieError
 from ..controls.captioning import PLACEHOLDER_PREFIX, is_placeholder_prompt
 from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
+from .provider import FinishedClips, provided_source
 from .run_state import (
     ClipState,
     RedoRequest,
@@ -44,7 +45,6 @@ from .run_state import (
     plan_resume,
     sha256_file,
 )
-from .provider import FinishedClips, provided_source
 from .validation import ClipCondition, InputValidationError
 
 __all__ = ["LongVideoSettings", "LongVideoResult", "LongVideoSampler", "NonFiniteOutputError", "stitched_length",

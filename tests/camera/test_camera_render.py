@@ -176,3 +176,25 @@ def test_static_camera_equals_extraction_of_a_still_video(tmp_path):
         theirs = read_video(tmp_path / "extracted" / f"{kind}_00.mp4")
         assert ours.shape == theirs.shape == (81, height, width, 3)
         assert np.array_equal(ours, theirs), f"{kind}: max difference {np.abs(ours.astype(int) - theirs).max()}"
+
+
+def test_intrinsics_and_depth_follow_the_photo_to_the_control_size():
+    """The photo is scaled to cover and centre-cropped; the intrinsics and a depth map of another
+    resolution follow it exactly (a marked square lands where the transformed camera projects it)."""
+    from longvie.camera.geometry import fit_depth, fit_photo
+
+    photo = np.zeros((100, 300, 3), np.uint8)
+    photo[45:57, 195:207] = 255  # centred on pixel (200.5, 50.5)
+    photo_k = Intrinsics.from_fov(60.0, 300, 100)
+    k = photo_k.covered_and_cropped(80, 48)
+    ray = np.array([(200.5 - photo_k.cx) / photo_k.fx, (50.5 - photo_k.cy) / photo_k.fy, 1.0]) * 7.0
+    (u, v), = analytic_projection(ray[None], np.eye(4), k)[0]
+    assert (u, v) == pytest.approx(((200.5 + 0.5) * 0.48 - 0.5 - 32, (50.5 + 0.5) * 0.48 - 0.5))
+    fitted = fit_photo(photo, 48, 80).astype(float).mean(-1)
+    ys, xs = np.mgrid[0:48, 0:80]
+    assert (xs * fitted).sum() / fitted.sum() == pytest.approx(u, abs=0.3)
+    assert (ys * fitted).sum() / fitted.sum() == pytest.approx(v, abs=0.3)
+    depth = np.full((50, 150), 5.0, np.float32)  # half the photo's resolution
+    depth[22:29, 97:104] = 1.0  # the same square (photo pixels 194..207, 44..57)
+    near = fit_depth(depth, 100, 300, 48, 80) == 1.0
+    assert (xs[near].mean(), ys[near].mean()) == pytest.approx((u, v), abs=0.75)

@@ -7,6 +7,8 @@
 #   bash sample_longvideo.sh --preset tiny      # no weights needed: tiny random model on the CPU
 #   bash sample_longvideo.sh --gpus 8 ...       # one video on 8 GPUs (torchrun): CFG-parallel x
 #                                               # sequence parallel 4 (odd N: sequence parallel N)
+#   bash sample_longvideo.sh --camera --image photo.jpg --path orbit_left --prompt "..." --out outputs/orbit
+#                                               # one photo + a camera path (python -m longvie.camera), sampled
 #
 # Extra arguments go to `python -m longvie.sample` (see --help); a later --preset/--config replaces
 # the default config. Relative paths are relative to the current directory. Re-running the same
@@ -14,7 +16,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
-USAGE="usage: bash sample_longvideo.sh [--gpus N] [python -m longvie.sample options ...]"
+USAGE="usage: bash sample_longvideo.sh [--gpus N | --camera] [python -m longvie.sample options ...]"
 usage() {
   cat <<EOF
 $USAGE
@@ -23,6 +25,8 @@ Ultra-long video generation with LongVie 2, clip by clip; re-running the same co
 Options of this script:
   --gpus N      one video on N GPUs with torchrun: CFG-parallel x sequence parallel N/2
                 (odd N, or guidance off as with --fast: sequence parallel N) [1]
+  --camera      one photo + a camera path: the other options go to python -m longvie.camera --sample
+                (controls rendered along the path, then sampled into OUT/run; see docs/camera.md)
   -h, --help    this help, then the options of python -m longvie.sample
 Every other option goes to python -m longvie.sample (below), which checks it.
 EOF
@@ -36,6 +40,7 @@ fail() {  # a usage line and one sentence, exit 2, before any Python starts
 # This script's own options (one case; everything else is passed through to Python).
 GPUS=1
 HELP=0
+CAMERA=0
 ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -44,6 +49,7 @@ while [[ $# -gt 0 ]]; do
       [[ $# -ge 2 ]] || fail "--gpus needs a number of GPUs, e.g. --gpus 8"
       GPUS="$2"; shift 2 ;;
     --gpus=*) GPUS="${1#--gpus=}"; shift ;;
+    --camera) CAMERA=1; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
@@ -65,6 +71,12 @@ if [[ -z "$PYTHON" ]]; then
   exit 2
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "$CAMERA" == 1 ]]; then  # controls rendered from the photo along the path, then the sampler (OUT/run)
+  if [[ "$GPUS" -gt 1 ]]; then
+    fail "--camera runs on one GPU; for several, render the controls first (python -m longvie.camera ... --out DIR), then bash sample_longvideo.sh --gpus $GPUS --cond DIR/cond.json"
+  fi
+  exec "$PYTHON" -m longvie.camera --config "$ROOT/configs/longvie2_i2v_14b.yaml" --sample "${ARGS[@]+"${ARGS[@]}"}"
+fi
 if [[ "$GPUS" -eq 1 ]]; then
   exec "$PYTHON" -m longvie.sample --config "$ROOT/configs/longvie2_i2v_14b.yaml" "${ARGS[@]+"${ARGS[@]}"}"
 fi

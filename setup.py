@@ -61,6 +61,9 @@ setup(
         "matplotlib>=3.11",
         "lpips>=0.1.4",
         "scipy>=1.17",
+        # camera paths (longvie/camera): unprojection and projection through kornia's camera geometry;
+        # tested with kornia 0.9.0.
+        "kornia>=0.9.0",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6.3", "deepspeed>=0.15"],  # flash-attn 2.6.3: the oldest diffusers accepts

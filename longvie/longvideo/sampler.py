@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .. import LongVieError
 from ..controls.captioning import PLACEHOLDER_PREFIX, is_placeholder_prompt
 from ..media.video_io import fit_frames, load_image, read_video, to_frame_array, write_video
+from .provider import FinishedClips, provided_source
 from .run_state import (
     ClipState,
     RedoRequest,
@@ -228,6 +229,7 @@ class LongVideoSampler:
         allow_placeholder_prompts: bool = False,
         on_preview: Callable[[int, int, int, Any], None] | None = None,
         stop_requested: Callable[[], bool] | None = None,
+        controls: Callable | None = None,
     ) -> LongVideoResult:
         """Generate (or continue) the run in ``run_dir``.
 
@@ -254,6 +256,8 @@ class LongVideoSampler:
             stop_requested: checked after each committed clip but the last; True ends the call
                 there: the finished clips are stitched, the rest stay pending (a later call resumes
                 them) and the result has ``stopped`` set (the app's "stop after this clip").
+            controls: a control provider (:mod:`longvie.longvideo.provider`) called per clip with the
+                clips so far, instead of reading the clips' depth/track files.
 
         Raises:
             RunMismatchError: inputs or settings of finished clips changed.
@@ -273,10 +277,10 @@ class LongVideoSampler:
             logger.info("=== session started: %s (%d clips) ===", run.root, len(clips))
             for note in notes:
                 logger.info("input: %s", note)
-            manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command)
+            manifest, first_pending = self._prepare(run, Path(image), clips, seed, redo, config, command, controls)
             self.finished_clips = first_pending
             generated = self._generate(run, manifest, Path(image), clips, first_pending, on_clip_done, on_step,
-                                       on_preview=on_preview, stop_requested=stop_requested)
+                                       on_preview=on_preview, stop_requested=stop_requested, controls=controls)
             stopped = self.finished_clips < len(clips)
             stitched = self.finished_clips if stopped else len(clips)
             video_path, num_frames = self._stitch(run, manifest, stitched)
@@ -289,7 +293,8 @@ class LongVideoSampler:
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, run: RunDir, image: Path, clips: Sequence[ClipCondition], seed: int | None,
-                 redo: RedoRequest | None, config: dict | None, command: str | None) -> tuple[dict, int]:
+                 redo: RedoRequest | None, config: dict | None, command: str | None,
+                 controls: Callable | None = None) -> tuple[dict, int]:
         """Load or create the manifest, apply ``redo``, check finished clips; returns the first clip to make."""
         settings = self.settings.recorded()
         manifest = run.load_manifest()
@@ -312,7 +317,9 @@ class LongVideoSampler:
 
         image_info = file_info(image.resolve())
         sources = [{"text": c.text, **{k: {**file_info(getattr(c, k)), "found_by": c.found_by.get(k, "given")}
-                                       for k in ("depth", "track")}} for c in clips]
+                                       for k in ("depth", "track")}} if controls is None else
+                   {"text": c.text, **{k: provided_source(controls, c, k) for k in ("depth", "track")}}
+                   for c in clips]
         first_pending, warnings = plan_resume(manifest, run, settings, seed, sources, image_info)
         for warning in warnings:
             logger.warning(warning)
@@ -334,11 +341,27 @@ class LongVideoSampler:
                 raise ValueError(f"clip {clip.index} {name} video has {len(video)} frames, needs {s.num_frames}")
         return dense, sparse
 
+    def _provided_controls(self, controls: Callable, run: RunDir, manifest: dict, index: int,
+                           previous: ClipState | None) -> tuple[np.ndarray, np.ndarray]:
+        """Clip ``index``'s controls from a provider, given the clips before it, brought to the run's size."""
+        s = self.settings
+        hashes = [manifest["clips"][i]["state_sha256"] for i in range(index)]
+        finished = FinishedClips(lambda i: run.load_clip_state(i, hashes[i]).frames, hashes,
+                                 None if previous is None else (index - 1, previous.frames))
+        dense, sparse = (fit_frames(to_frame_array(v, name), s.height, s.width, s.resize)
+                         for v, name in zip(controls(index, finished), ("depth", "track")))
+        for name, video in (("depth", dense), ("track", sparse)):
+            if len(video) != s.num_frames:
+                raise ValueError(f"clip {index}: the control provider gave {len(video)} {name} frames, "
+                                 f"needs {s.num_frames}")
+        return dense, sparse
+
     def _generate(self, run: RunDir, manifest: dict, image: Path, clips: Sequence[ClipCondition],
                   start: int, on_clip_done: Callable[[int], None] | None,
                   on_step: Callable[[int, int, int], None] | None = None,
                   on_preview: Callable[[int, int, int, Any], None] | None = None,
-                  stop_requested: Callable[[], bool] | None = None) -> list[int]:
+                  stop_requested: Callable[[], bool] | None = None,
+                  controls: Callable | None = None) -> list[int]:
         s = self.settings
         generated: list[int] = []
         if start >= len(clips):
@@ -384,7 +407,8 @@ class LongVideoSampler:
             for index in range(start, len(clips)):
                 clip_started = time.perf_counter()
                 inputs = manifest["clips"][index]["inputs"]
-                dense, sparse = self._load_controls(clips[index])
+                dense, sparse = (self._load_controls(clips[index]) if controls is None
+                                 else self._provided_controls(controls, run, manifest, index, previous))
                 if previous is None:
                     first_image, history, noise = fit_frames(load_image(image), s.height, s.width, s.resize), None, None
                 else:

@@ -68,6 +68,8 @@ COMMANDS = {
     "download": lambda: _module("longvie.weights.download").parse_args([]),
     "synthetic": lambda: _module("longvie.examples.synthetic").main([]),
     "output-dir": lambda: _module("longvie.media.output_dir").main([]),
+    "camera": lambda: _module("longvie.camera.__main__").main([]),
+    "camera-example": lambda: _module("longvie.camera.example").main([]),
     **{name: (lambda name=name: _load_file(REPO / "utils" / f"{name}.py").parse_args([]))
        for name in ("prepare_controls", "get_depth", "get_track", "depth_npy2mp4", "qwen_caption_refine")},
     **{path.stem: (lambda path=path: _run_script(path)) for path in sorted(REPO.glob("scripts/*.py"))},
@@ -150,7 +152,10 @@ SOURCES = [
     ("longvie/controls/model_loading.py", "all", ["get_depth", "prepare_controls", "qwen_caption_refine"]),
     ("longvie/controls/*.py", "any", ["prepare_controls", "get_depth", "get_track", "depth_npy2mp4",
                                       "qwen_caption_refine"]),
+    ("longvie/eval/camera_adherence.py", "any", ["eval", "camera"]),
     ("longvie/eval/*.py", "any", ["eval", "eval-bench", "make-bench", "sample"]),
+    ("longvie/camera/example.py", "any", ["camera-example", "camera"]),
+    ("longvie/camera/*.py", "any", ["camera", "sample", "sample.sh"]),
     ("longvie/app/*.py", "any", ["app"]),
     ("longvie/weights/*.py", "any", ["download", "sample"]),
     ("longvie/media/output_dir.py", "any", ["output-dir", "sample"]),
@@ -176,7 +181,7 @@ MENTIONS = {
     r"longvie\.benchmark": "benchmark", r"longvie\.train\.cache": "train-cache", r"longvie\.eval": "eval",
     r"longvie\.train(?!\.cache)": "train", r"longvie\.sample|sample_longvideo\.sh|the sampler": "sample",
     r"longvie\.app": "app", r"train\.sh": "train.sh", r"longvie\.examples\.synthetic": "synthetic",
-    r"longvie\.media\.output_dir": "output-dir",
+    r"longvie\.media\.output_dir": "output-dir", r"longvie\.camera": "camera",
 }
 
 

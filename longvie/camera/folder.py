@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from ..controls.primitives import DEFAULT_GRID, clip_ranges
-from ..media.output_dir import claim_output_dir, mark_output_dir
+from ..media.output_dir import claim_output_dir
 from .depth import DEFAULT_METRIC_DEPTH_MODEL, TINY_DEPTH_MODEL
 from .geometry import (
     DEFAULT_FOV_DEG,
@@ -546,9 +546,8 @@ def make_camera_folder(image, path: PathSpec, settings: CameraSettings, out, pro
     s = plan.settings
     ranges = plan.clip_ranges()
 
-    work = staging_folder(out)
+    work = staging_folder(out, kind=OUTPUT_KIND, what="camera folder")
     try:
-        mark_output_dir(work, OUTPUT_KIND)
         # the whole path first: the depth is normalised once over every frame, as extraction does
         from .render import normalise_path_depth, render_path_depth
 

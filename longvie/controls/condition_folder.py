@@ -62,7 +62,8 @@ def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths
 CONTROLS_KIND = "controls"  # the marker kind of a condition folder (longvie.media.output_dir)
 
 
-def claim_condition_folder(out: str | Path, flag: str = "", inputs=()) -> Path:
+def claim_condition_folder(out: str | Path, flag: str = "", inputs=(), kind: str = CONTROLS_KIND,
+                           what: str = "condition folder") -> Path:
     """Check that ``out`` may be written: new, empty, or a condition folder of ours.
 
     Raises:
@@ -71,26 +72,27 @@ def claim_condition_folder(out: str | Path, flag: str = "", inputs=()) -> Path:
     """
     from ..media.output_dir import claim_output_dir
 
-    return claim_output_dir(out, "condition folder", kind=CONTROLS_KIND, flag=flag, inputs=inputs)
+    return claim_output_dir(out, what, kind=kind, flag=flag, inputs=inputs)
 
 
-def mark_condition_folder(out: str | Path) -> Path:
-    """Create ``out`` and mark it as a condition folder of ours (so that running again may replace its files)."""
+def mark_condition_folder(out: str | Path, kind: str = CONTROLS_KIND) -> Path:
+    """Create ``out`` and mark it as a condition folder of ours (so that running again may replace its files);
+    ``kind``: the marker kind of the command that writes it (``controls``; ``camera`` for longvie.camera)."""
     from ..media.output_dir import mark_output_dir
 
-    return mark_output_dir(out, CONTROLS_KIND)
+    return mark_output_dir(out, kind)
 
 
-def staging_folder(out: Path, inputs=()) -> Path:
+def staging_folder(out: Path, inputs=(), kind: str = CONTROLS_KIND, what: str = "condition folder") -> Path:
     """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename),
-    marked as ours. ``out`` itself must be new, empty or ours (:func:`claim_condition_folder`)."""
-    claim_condition_folder(out, inputs=inputs)
+    marked as ours (marker ``kind``). ``out`` itself must be new, empty or ours (:func:`claim_condition_folder`)."""
+    claim_condition_folder(out, inputs=inputs, kind=kind, what=what)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    mark_condition_folder(staging)
+    mark_condition_folder(staging, kind)
     return staging
 
 

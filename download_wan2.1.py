@@ -6,6 +6,7 @@
     python download_wan2.1.py --dry-run            # print the plan; download nothing
     python download_wan2.1.py --check-only         # check what is on disk; print the config lines
     python download_wan2.1.py --source modelscope  # base model from ModelScope (pip install modelscope)
+    python download_wan2.1.py --fast-lora          # also the fast mode's 4-step distill LoRA -> ./models/loras
 
 A thin entry point: the logic lives in :mod:`longvie.weights.download`.
 """

@@ -19,12 +19,18 @@ setup(
         # Lower bounds are versions the test suite passed with: the newest set (torch 2.14.1,
         # diffusers 0.42.1, transformers 5.24.0, accelerate 1.15.0, huggingface_hub 2.4.0) and an
         # older set (torch 2.13.0, diffusers 0.36.0, transformers 4.57.1, accelerate 1.10.1,
-        # huggingface_hub 0.36.2). torchvision is needed by transformers' Qwen2.5-VL video processor.
+        # huggingface_hub 0.36.2). torchvision is needed by transformers' Qwen2.5-VL video processor
+        # and the evaluation's RAFT / AlexNet. Its bound is the release paired with torch's bound
+        # (torch 2.13 <-> torchvision 0.28, 2.14 <-> 0.29: torchvision 0.28.0 requires torch==2.13.0):
+        # a CPU pair from https://download.pytorch.org/whl/cpu installed first is kept as it is, instead of
+        # torchvision being upgraded and pulling a CUDA torch build from PyPI (issue 19; docs/install.md).
         "torch>=2.13",
-        "torchvision>=0.29",
+        "torchvision>=0.28",
         "diffusers>=0.36",
         "transformers>=4.57.1",
         "accelerate>=1.10.1",
+        # LoRAs (longvie/weights/lora.py): diffusers' LoRA loading runs on PEFT. Tested with peft 0.21.2.
+        "peft>=0.21.2",
         "safetensors>=0.8",
         "huggingface_hub>=0.36.2",
         "tokenizers>=0.22",
@@ -55,6 +61,9 @@ setup(
         "matplotlib>=3.11",
         "lpips>=0.1.4",
         "scipy>=1.17",
+        # camera paths (longvie/camera): unprojection and projection through kornia's camera geometry;
+        # tested with kornia 0.9.0.
+        "kornia>=0.9.0",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6.3", "deepspeed>=0.15"],  # flash-attn 2.6.3: the oldest diffusers accepts

@@ -23,7 +23,33 @@ STAGES=${STAGES:-1 2 3}
 PRESET=${PRESET:-}
 
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || true)}
-fail() { echo "train.sh: error: $*" >&2; exit 2; }
+USAGE="usage: [STAGES=\"1 2 3\"] [OUT=DIR] [PRESET=tiny] [MAX_STEPS=N] [ACCELERATE_CONFIG=FILE|none] bash train.sh [python -m longvie.train options ...]"
+fail() { echo "$USAGE" >&2; echo "train.sh: error: $*" >&2; exit 2; }
+
+# This script's own options (one case; every other argument goes to each stage's python -m longvie.train).
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help)
+            echo "$USAGE"
+            sed -n '2,/^set -euo/p' train.sh | sed '$d' | sed 's/^# \{0,1\}//'
+            if [[ -n "$PYTHON" ]]; then
+                echo
+                PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m longvie.train --help
+            fi
+            exit 0 ;;
+    esac
+done
+# The settings it takes from the environment, checked before any stage starts.
+[[ -n "${STAGES// /}" ]] || fail "STAGES is empty; give the stages to run, e.g. STAGES=\"1 2 3\" or STAGES=\"2 3\""
+for stage in $STAGES; do
+    [[ "$stage" =~ ^[123]$ ]] || fail "STAGES=\"$STAGES\": '$stage' is not a stage; use 1, 2 and/or 3, e.g. STAGES=\"2 3\""
+done
+[[ -z "$PRESET" || "$PRESET" == tiny ]] || fail "PRESET=$PRESET: the only training preset is tiny (or leave PRESET unset)"
+if [[ -n "${MAX_STEPS:-}" ]] && ! [[ "$MAX_STEPS" =~ ^[0-9]+$ && "$((10#$MAX_STEPS))" -ge 1 ]]; then
+    fail "MAX_STEPS=$MAX_STEPS: must be a whole number of steps, 1 or more"
+fi
+[[ -n "$OUT" ]] || fail "OUT is empty; give the output folder, e.g. OUT=outputs/train"
+[[ ! -e "$OUT" || -d "$OUT" ]] || fail "OUT=$OUT is a file, not a folder; name a new folder for the training outputs"
 [[ -n "$PYTHON" ]] || fail "no python found; activate the virtual environment of \`pip install -e .\` (see README)"
 
 if [[ "$ACCELERATE_CONFIG" == "none" ]]; then

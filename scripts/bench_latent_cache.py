@@ -50,6 +50,15 @@ def main(argv=None) -> int:
 
     import torch
 
+    if args.out:  # a folder named by the user: new, empty or a work folder of this script, never other files
+        from longvie.media.output_dir import OutputDirError, claim_output_dir, mark_output_dir
+
+        try:
+            claim_output_dir(args.out, "benchmark work folder", kind="bench-latent-cache")
+        except OutputDirError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        mark_output_dir(args.out, "bench-latent-cache")
     torch.set_num_threads(args.threads)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_latent_cache_"))
     os.environ.setdefault("LONGVIE_TINY_DIR", str(work / "tiny"))

@@ -37,6 +37,10 @@ SHELL_TARGETS = {
     "sample_longvideo.sh": ("longvie.sample", ["--config", "configs/longvie2_i2v_14b.yaml"]),
     "train.sh": ("longvie.train", ["--stage", "1", "--output", "outputs/train/stage1", "--resume"]),
 }
+# Options of a shell script that take no value, and the ones that send the other arguments elsewhere.
+SHELL_SWITCHES = {"--help", "--camera"}
+SHELL_ROUTES = {("sample_longvideo.sh", "--camera"): ("longvie.camera", ["--config", "configs/longvie2_i2v_14b.yaml",
+                                                                         "--sample"])}
 COMMAND_START = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:python3?|bash|torchrun|accelerate)\s")
 
 
@@ -283,7 +287,8 @@ def test_documented_command_flags_exist(command, monkeypatch):
         while index < len(args):
             flag = args[index].split("=", 1)[0]
             if flag in handled:  # the script's own option (and its value)
-                index += 1 if "=" in args[index] else 2
+                target, prefix = SHELL_ROUTES.get((script.name, flag), (target, prefix))
+                index += 1 if "=" in args[index] or flag in SHELL_SWITCHES else 2
                 continue
             forwarded.append(args[index])
             index += 1

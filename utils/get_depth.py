@@ -40,7 +40,8 @@ def main(argv=None) -> int:
 
     try:
         frames = load_driving_video(args.video, *working_size(args), args.frame_step)
-        estimator = depth_estimator_from_args(args)
+        estimator = depth_estimator_from_args(
+            args, precomputed="skip this step with `python utils/depth_npy2mp4.py DEPTH.npy OUT_DIR`")
         disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth", unit="batch"))
         atomic_save_npy(args.out, disparity)
     except (ValueError, RuntimeError, FileNotFoundError) as err:

@@ -10,5 +10,8 @@ fi
 video="$1"; out_dir="$2"; shift 2
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python}"
+# OUT_DIR must be new, empty or a condition folder of ours: checked (and marked) before anything is written.
+PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" "$python" -m longvie.media.output_dir "$out_dir" \
+  --kind controls --what "condition folder" --input "$video" --mark
 "$python" "$here/get_depth.py" "$video" "$out_dir/depth.npy" "$@"
 "$python" "$here/depth_npy2mp4.py" "$out_dir/depth.npy" "$out_dir"

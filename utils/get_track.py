@@ -13,7 +13,8 @@ farther ones. Occluded points are drawn too, as upstream (and so the released we
 
 ``--depth`` takes the whole-video disparity written by get_depth.py (it is normalised over the whole
 video here, exactly as depth_npy2mp4.py does). Pass the same --height/--width/--frame-step as to
-get_depth.py so that both see the same frames.
+get_depth.py so that both see the same frames. OUT_DIR must be new, empty or a condition folder of ours (a folder
+of other files is refused, exit 2; the video and --depth may lie in it).
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+from longvie.controls.condition_folder import claim_condition_folder, mark_condition_folder
 from longvie.controls.driving_video import add_video_arguments, load_driving_video, working_size
 from longvie.controls.point_tracking import BACKENDS, build_tracker
 from longvie.controls.track_video import add_track_arguments, write_track_clips
+from longvie.media.output_dir import OutputDirError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +54,11 @@ def main(argv=None) -> int:
 
     from utils.depth_npy2mp4 import load_disparity, normalize_depth_for_clips
 
+    try:  # OUT_DIR: new, empty or a condition folder of ours (the video and --depth may lie in it)
+        claim_condition_folder(args.out_dir, inputs=[args.video, *([args.depth] if args.depth else [])])
+    except OutputDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         frames = load_driving_video(args.video, *working_size(args), args.frame_step)
         depth_grey = None
@@ -58,6 +66,7 @@ def main(argv=None) -> int:
             depth_grey = normalize_depth_for_clips(load_disparity(args.depth), source=args.depth)
             depth_grey = depth_grey[: len(frames)]
         tracker = build_tracker(args.track_backend, args.device)
+        mark_condition_folder(args.out_dir)
         paths = write_track_clips(frames, args.out_dir, tracker, args.grid, depth_grey, args.point_size,
                                   progress=lambda it: tqdm(it, desc="tracks", unit="clip"),
                                   draw_occluded=not args.hide_occluded)

@@ -11,6 +11,9 @@ fi
 video="$1"; out_dir="$2"; shift 2
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python}"
+# OUT_DIR must be new, empty or a condition folder of ours: checked (and marked) before anything is written.
+PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" "$python" -m longvie.media.output_dir "$out_dir" \
+  --kind controls --what "condition folder" --input "$video" --input "$out_dir/depth.npy" --mark
 depth_args=()
 if [ -f "$out_dir/depth.npy" ]; then
   depth_args=(--depth "$out_dir/depth.npy")

@@ -16,9 +16,12 @@ the clip before sampling: such entries carry ``"placeholder": true`` and their t
 them unless --allow-placeholder-prompts is given. With --depth-npy (a disparity you already have,
 e.g. from a renderer) no depth model is needed, and the default tracker (lk) needs no weights either.
 
-The folder is built in a hidden temporary folder next to OUT and moved into place only when every
-file is written, so a failed or interrupted run leaves no half-made OUT (an existing OUT keeps its
-old files until the new ones replace them).
+OUT must be new, empty, or a folder this script (or another control tool of ours) wrote: a folder
+holding other files is refused (exit 2) before anything is read, so nothing of yours is overwritten;
+the driving video and --depth-npy may lie inside OUT. The folder is built in a hidden temporary
+folder next to OUT and moved into place only when every file is written, so a failed or interrupted
+run leaves no half-made OUT (an existing OUT of ours keeps its old files until the new ones replace
+them).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from longvie.controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from longvie.controls.primitives import clip_ranges
 from longvie.controls.track_video import add_track_arguments
 from longvie.media.atomic import atomic_save_npy
+from longvie.media.output_dir import OutputDirError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,7 +88,7 @@ def build_folder(args, work: Path, log=print) -> tuple[bool, str | None]:
     if args.depth_npy:
         disparity = disparity_from_file(args.depth_npy, frames)
     else:
-        estimator = depth_estimator_from_args(args)
+        estimator = depth_estimator_from_args(args, precomputed="pass --depth-npy DEPTH.npy")
         disparity = estimator(frames, progress=lambda it: tqdm(it, desc="depth estimation", unit="batch"))
         del estimator
     if args.save_depth_npy:
@@ -115,7 +119,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     try:
-        work = staging_folder(out)
+        work = staging_folder(out, inputs=[args.video, *([args.depth_npy] if args.depth_npy else [])])
+    except OutputDirError as err:  # the user's folder (or a file): nothing was read or written
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

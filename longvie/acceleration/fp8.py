@@ -56,6 +56,12 @@ BLOCK_LISTS = ("transformer.blocks", "control.control_blocks_dense", "control.co
 KEPT_IN_COMPUTE_DTYPE = ("norms", "scale_shift_table", "patch_embedding", "condition_embedder", "proj_out",
                          "control_initial_combine_linear_*", "control_combine_linears", "control_t_mod",
                          "control_text_linear", "biases")
+# The same rule as name patterns (re.search on module names inside the DiT / the control branch; the memory
+# estimator reads them): a Linear that matches none of its part's patterns is an FP8 layer. Equivalent to
+# "inside a block" (tests/acceleration/test_fp8.py checks that both select the same layers).
+TRANSFORMER_KEEP = ("patch_embedding", "condition_embedder", "norm", "proj_out", "scale_shift_table", "rope")
+CONTROL_KEEP = ("norm", "control_initial_combine_linear", "control_combine_linears", "scale_shift_table",
+                "control_t_mod", "control_text_linear")
 
 
 @dataclass(frozen=True)

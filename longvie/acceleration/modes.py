@@ -70,7 +70,8 @@ class ModeRequest:
     offload: "none" | "model" | "group" (see :mod:`.offload`).
     fp8: "off" | "auto" (True, "on") | "gemm" | "weight-only" (see :mod:`.fp8`).
     compile: regional ``torch.compile`` of the repeated blocks; ``compile_config`` its arguments.
-    step_cache, step_cache_threshold: step-cache kind (None: off) and threshold (None: the kind's default).
+    step_cache, step_cache_threshold: step-cache kind (None: off) and threshold (None: the kind's default);
+        step_cache_ratios: MagCache's calibrated ratios file (None: the published ones).
     attention: "auto" or a diffusers attention backend name.
     loras: ``longvie.weights.lora.LoraSpec`` s, fused before FP8 (``fuse_loras=False`` keeps them as
         separate adapters; not possible with FP8).
@@ -85,6 +86,7 @@ class ModeRequest:
     compile_config: CompileConfig | None = None
     step_cache: str | None = None
     step_cache_threshold: float | None = None
+    step_cache_ratios: str | None = None
     attention: str = "auto"
     loras: tuple = ()
     fuse_loras: bool = True
@@ -217,7 +219,8 @@ def plan_modes(request: ModeRequest, device_info: DeviceInfo) -> ModePlan:
         from .step_cache import StepCacheConfig
 
         try:
-            step_cache = StepCacheConfig(kind=request.step_cache, threshold=request.step_cache_threshold)
+            options = {"magcache_ratios": request.step_cache_ratios} if request.step_cache_ratios else {}
+            step_cache = StepCacheConfig(kind=request.step_cache, threshold=request.step_cache_threshold, **options)
         except ValueError as error:
             raise ModeError(str(error)) from None
 

@@ -6,7 +6,10 @@
 
 The server listens on 127.0.0.1 only (reach a remote GPU box with ``ssh -L 7860:127.0.0.1:7860
 host``); ``--host 0.0.0.0`` opens it to the network and ``--share`` makes a public gradio.live link,
-both off by default.
+both off by default; opened that way it asks for a login when given one (``--auth USER:PASSWORD``,
+``--auth-file FILE``) and warns loudly when not. The page reads server files only inside
+``--allowed-dir`` folders (the outputs folder always; ``examples`` by default). Each browser sees
+its own runs; ``--shared-runs`` lists every run (read only for the others).
 """
 from __future__ import annotations
 
@@ -32,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="load the model when the first job needs it, not at start-up")
     parser.add_argument("--step-delay", type=float, default=0.0,
                         help="seconds to wait after each denoising step (demos and the browser test)")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="a login the page asks for (repeatable); recommended with --host 0.0.0.0 or --share")
+    parser.add_argument("--auth-file", type=Path, metavar="FILE",
+                        help="logins from a file, one USER:PASSWORD a line (# comments allowed)")
+    parser.add_argument("--allowed-dir", action="append", default=None, metavar="DIR", dest="allowed_dirs",
+                        help="a folder whose files the page's server-path fields may read (repeatable; the "
+                             "outputs folder always; default: examples)")
+    parser.add_argument("--shared-runs", action="store_true",
+                        help="list every browser's runs on every page (read only for the others); by default "
+                             "each browser sees only its own")
+    parser.add_argument("--no-previews", action="store_true",
+                        help="no live preview of the clip being denoised")
     return parser
 
 
@@ -40,19 +55,35 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="[longvie.app] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from .access import AllowedDirs, exposure_warning, load_logins
     from .engine import Studio
 
     try:
-        studio = Studio(args.config, args.outputs, device=args.device, step_delay=args.step_delay)
+        logins = load_logins(args.auth, args.auth_file)
+        studio = Studio(args.config, args.outputs, device=args.device, step_delay=args.step_delay,
+                        previews=not args.no_previews)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.auth_file:
+        from .access import auth_file_is_private
+
+        if not auth_file_is_private(args.auth_file):
+            print(f"warning: --auth-file {args.auth_file} is readable by other users of this machine "
+                  f"(chmod 600 {args.auth_file})", file=sys.stderr)
+    warning = exposure_warning(args.host, args.share, bool(logins))
+    if warning:
+        print(warning, file=sys.stderr)
+        logging.getLogger("longvie.app").warning("open to the network without a login")
+    studio.outputs.mkdir(parents=True, exist_ok=True)
+    allowed = AllowedDirs.create(studio.outputs, args.allowed_dirs)
     if not args.no_preload:
         studio.preload()
     from .ui import launch
 
     try:
-        launch(studio, host=args.host, port=args.port, share=args.share)
+        launch(studio, host=args.host, port=args.port, share=args.share, logins=logins, allowed=allowed,
+               shared_runs=args.shared_runs)
     except OSError as err:  # e.g. the port is taken
         print(f"error: {err} — pick another --port", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from typing import Sequence
 from ..longvideo.validation import load_conditions
 from ..media.atomic import atomic_write_json
 from ..media.video_io import load_image
+from .pairing import CONTROL_NAME
 
 __all__ = ["AppInputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PLACEHOLDER_PREFIX", "parse_prompt_table",
            "prompt_rows", "check_suffix", "read_condition_folder", "stage_condition_folder"]
@@ -100,20 +101,38 @@ def check_suffix(path: str | Path | None, suffixes: Sequence[str], what: str) ->
     return []
 
 
-def read_condition_folder(folder: str | Path) -> tuple[Path | None, list[Path], list[Path], list[str]]:
+def read_condition_folder(folder: str | Path, allowed=None) -> tuple[Path | None, list[Path], list[Path], list[str]]:
     """``(first image or None, depth videos, track videos, prompts)`` of a condition folder.
 
+    ``allowed`` (:class:`longvie.app.access.AllowedDirs`): every file the folder's cond.json points
+    to must lie inside these folders too (a cond.json may name absolute or ``..`` paths).
+
     Raises:
-        AppInputError: not a folder, no or broken cond.json (messages from the sampler's validation).
+        AppInputError: not a folder, no or broken cond.json, files outside the allowed folders
+            (messages name files, not server folders).
     """
     folder = Path(str(folder).strip()).expanduser()
     if not str(folder).strip() or not folder.is_dir():
-        raise AppInputError([f"condition folder {folder}: not found on the server — give the path of a folder "
-                             "with cond.json (e.g. one written by utils/prepare_controls.py)"])
+        raise AppInputError([f"condition folder {folder.name or folder}: not found — give a folder with cond.json, "
+                             "first.png and the control videos (e.g. one made in the Driving video tab)"])
     clips, problems = load_conditions(folder / "cond.json")
     if problems:
-        raise AppInputError(problems)
+        shown = str(folder.resolve())
+        raise AppInputError([p.replace(shown, folder.name).replace(str(folder), folder.name)
+                             .split(" — pass --cond")[0] for p in problems])
     image = next((folder / f"first{s}" for s in IMAGE_SUFFIXES if (folder / f"first{s}").is_file()), None)
+    if allowed is not None:
+        from .access import NotAllowedError
+
+        problems = []
+        for clip in clips:
+            for kind in ("depth", "track"):
+                try:
+                    allowed.check_file(getattr(clip, kind), f"clip {clip.index} {kind} video")
+                except NotAllowedError as err:
+                    problems.append(str(err))
+        if problems:
+            raise AppInputError(problems)
     return image, [c.depth for c in clips], [c.track for c in clips], [c.text for c in clips]
 
 
@@ -147,8 +166,8 @@ def stage_condition_folder(out: str | Path, image: str | Path, depth: Sequence[s
     if not problems:
         try:
             load_image(image)
-        except ValueError as err:
-            problems.append(f"first frame {Path(image).name}: {err}")
+        except ValueError:
+            problems.append(f"first frame {Path(image).name}: cannot be read as an image — upload a PNG or JPEG")
     if problems:
         raise AppInputError(problems)
 
@@ -160,10 +179,111 @@ def stage_condition_folder(out: str | Path, image: str | Path, depth: Sequence[s
     for index, text in enumerate(texts):
         names = []
         for kind, source in (("depth", depth[index]), ("track", track[index])):
-            name = f"{kind}_{index:02d}{source.suffix.lower()}"
+            name = CONTROL_NAME.format(kind=kind, index=index, suffix=source.suffix.lower())
             shutil.copyfile(source, out / name)
             names.append(name)
         entries.append({"text": text, "depth": names[0], "track": names[1]})
     atomic_write_json(out / "cond.json", entries)
     return out / "cond.json"
 
+
+
+# Settings fields of the page, named as the page labels them.
+SETTING_LABELS = {"seed": "Seed", "steps": "Steps", "cfg": "CFG", "height": "Height", "width": "Width",
+                  "num_frames": "Frames per clip"}
+
+
+def _number(value, label: str, problems: list[str], whole: bool = True):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"{label} {value!r}: not a number")
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        problems.append(f"{label} {value!r}: not a number")
+        return None
+    if whole:
+        if number != int(number):
+            problems.append(f"{label} {value!r}: must be a whole number")
+            return None
+        return int(number)
+    return number
+
+
+def check_page_settings(values: dict, history_frames: int = 8, resize: str = "auto") -> tuple[dict, list[str]]:
+    """The page's settings (``SETTING_LABELS`` keys; None or "" keeps the config's value) as numbers,
+    and problems in the page's words (the rules are the sampler's :func:`check_clip_settings`)."""
+    from ..longvideo.validation import check_clip_settings
+
+    problems: list[str] = []
+    numbers = {key: _number(values.get(key), label, problems, whole=key != "cfg")
+               for key, label in SETTING_LABELS.items()}
+    if numbers["seed"] is not None and not 0 <= numbers["seed"] < 2**63:
+        problems.append(f"Seed {numbers['seed']}: must be 0 or more")
+    if numbers["steps"] is not None and numbers["steps"] < 1:
+        problems.append(f"Steps {numbers['steps']}: must be at least 1 (50 for the released model)")
+    frames, height, width = numbers["num_frames"], numbers["height"], numbers["width"]
+    for rule in check_clip_settings(frames if frames is not None else 81, height if height is not None else 16,
+                                    width if width is not None else 16, history_frames, resize):
+        if rule.startswith("num_frames=") and frames is not None:
+            problems.append(f"Frames per clip {frames}: must be 4k+1 and at least 5 (9, 13, ..., 81 for the "
+                            "released model)")
+        elif rule.startswith(("height=", "width=")):
+            key = rule.split("=")[0]
+            problems.append(f"{SETTING_LABELS[key]} {numbers[key]}: must be a positive multiple of 16 "
+                            "(352 x 640 for the released model)")
+        elif rule.startswith("history_frames=") and frames is not None:
+            problems.append(f"Frames per clip {frames}: must be at least {history_frames} (the frames each clip "
+                            "continues from)")
+    return numbers, problems
+
+
+LORA_SUFFIXES = (".safetensors",)
+
+
+def lora_rows(table) -> list[tuple[str, str]]:
+    """``(file, scale)`` of the LoRA table's non-empty rows."""
+    if hasattr(table, "values") and hasattr(table, "columns"):
+        table = table.values.tolist()
+    rows = []
+    for row in table or []:
+        row = list(row) if isinstance(row, (list, tuple)) else [row]
+        name = _cell(row[0]) if row else ""
+        scale = _cell(row[1]) if len(row) > 1 else ""
+        if name:
+            rows.append((name, scale))
+    return rows
+
+
+def lora_specs(table, uploaded: dict[str, str | Path], resolve) -> tuple[list[str], list[str]]:
+    """``(["PATH:SCALE", ...], problems)`` of the LoRA table: each row names an uploaded file (by its
+    name) or a file on the server, found by ``resolve(value, what)`` (e.g.
+    :meth:`longvie.app.access.AllowedDirs.resolve`: only inside the allowed folders), with a scale
+    (empty: 1.0)."""
+    from .access import NotAllowedError
+
+    specs, problems = [], []
+    for name, scale in lora_rows(table):
+        try:
+            value = float(scale) if scale else 1.0
+        except ValueError:
+            problems.append(f"LoRA {name}: scale {scale!r} is not a number (1.0 = full strength)")
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            problems.append(f"LoRA {name}: scale {scale!r} is not a number (1.0 = full strength)")
+            continue
+        if name in uploaded:
+            path = Path(uploaded[name])
+        else:
+            try:
+                path = resolve(name, "LoRA file")
+            except NotAllowedError as err:
+                problems.append(f"{err} — upload it, or give a file inside the shared folders")
+                continue
+        if path.suffix.lower() not in LORA_SUFFIXES or not path.is_file():
+            problems.append(f"LoRA {Path(name).name}: not a .safetensors file")
+            continue
+        specs.append(f"{path}:{value:g}")
+    return specs, problems

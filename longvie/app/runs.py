@@ -16,7 +16,7 @@ from ..longvideo.run_state import RunDir
 from ..longvideo.validation import ClipCondition, load_conditions
 from ..media.atomic import atomic_path
 
-__all__ = ["RunSummary", "list_runs", "summarize_run", "run_inputs", "zip_run", "INPUTS_DIR"]
+__all__ = ["RunSummary", "list_runs", "visible_runs", "summarize_run", "run_inputs", "zip_run", "INPUTS_DIR"]
 
 INPUTS_DIR = "inputs"  # the condition folder a page-started run was made from
 
@@ -31,6 +31,7 @@ class RunSummary:
     has_video: bool  # video.mp4 holds exactly the finished clips
     updated_at: str
     problem: str | None = None  # unreadable manifest
+    owner: str | None = None  # longvie.app.access.owner_key of the browser that started it (None: unknown)
 
     @property
     def finished(self) -> bool:
@@ -43,15 +44,22 @@ class RunSummary:
         state = "finished" if self.finished else ("interrupted" if self.done < self.num_clips else "not stitched")
         return f"{self.path.name} — {self.done}/{self.num_clips} clips, {state} ({self.updated_at})"
 
+    def label_for(self, viewer: str | None) -> str:
+        """The label, marked read only for a viewer who does not own the run."""
+        return self.label if self.owner is not None and self.owner == viewer else f"{self.label} · read only"
+
 
 def summarize_run(run_dir: str | Path) -> RunSummary:
+    from .access import read_owner
+
     run = RunDir(run_dir)
+    owner = read_owner(run.root)
     try:
         manifest = run.load_manifest()
     except ValueError as err:
-        return RunSummary(run.root, 0, 0, False, "", problem=str(err).split(" — ")[0])
+        return RunSummary(run.root, 0, 0, False, "", problem=str(err).split(" — ")[0], owner=owner)
     if manifest is None:
-        return RunSummary(run.root, 0, 0, False, "", problem="no manifest.json")
+        return RunSummary(run.root, 0, 0, False, "", problem="no manifest.json", owner=owner)
     num_clips = int((manifest.get("inputs") or {}).get("num_clips") or len(manifest.get("clips") or []))
     done = 0
     for record in (manifest.get("clips") or [])[:num_clips]:
@@ -60,7 +68,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         done += 1
     video = manifest.get("video") or {}
     has_video = run.video_path.is_file() and video.get("clips") == num_clips
-    return RunSummary(run.root, num_clips, done, has_video, str(manifest.get("updated_at", "")))
+    return RunSummary(run.root, num_clips, done, has_video, str(manifest.get("updated_at", "")), owner=owner)
 
 
 def list_runs(outputs: str | Path) -> list[RunSummary]:
@@ -71,6 +79,11 @@ def list_runs(outputs: str | Path) -> list[RunSummary]:
     found = [p for p in outputs.iterdir() if p.is_dir() and (p / "manifest.json").is_file()]
     found.sort(key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True)
     return [summarize_run(p) for p in found]
+
+
+def visible_runs(outputs: str | Path, viewer: str | None, shared: bool = False) -> list[RunSummary]:
+    """The runs a browser session sees: its own, and every other one (read only) when runs are shared."""
+    return [r for r in list_runs(outputs) if shared or (r.owner is not None and r.owner == viewer)]
 
 
 def run_inputs(run_dir: str | Path) -> tuple[Path, list[ClipCondition]]:

@@ -16,13 +16,16 @@ itself never waits for the GPU. Each mode runs once untimed with one step first 
 compilation) unless ``--no-warmup``.
 
 Modes (each a flag; "exact" always runs first): ``--cfg-batch`` (guidance as one batch of 2),
-``--compile`` (regional compilation of the repeated blocks), ``--cache KIND`` (step caching),
-``--attention-rows [BACKEND ...]`` (one row per attention backend; none named: every backend usable
-here), ``--fp8`` (FP8 block weights with per-row scales: FP8 GEMMs where the GPU runs them, else
-weight-only), ``--offload model|group`` (last; with ``--fp8``, FP8 + offload). Compilation is undone
-after its run; FP8 cannot be undone and runs after the reversible modes. FP8 and offload go through
-:func:`longvie.acceleration.modes.apply_modes`. ``H2D GiB/call``: weight bytes the offload copied to
-the GPU per denoiser call. ``--mode-matrix`` runs every combination instead (:mod:`.matrix`).
+``--compile`` (regional compilation of the repeated blocks), ``--cache KIND`` (step caching: one row per
+published threshold, see :mod:`longvie.benchmark.step_modes`), ``--fast`` (4-step distilled mode with its
+LoRA, against the exact clip), ``--attention-rows [BACKEND ...]`` (one row per attention backend; none
+named: every backend usable here), ``--fp8`` (FP8 block weights with per-row scales: FP8 GEMMs where the
+GPU runs them, else weight-only), ``--offload model|group`` (last; with ``--fp8``, FP8 + offload).
+Compilation and the fast mode's LoRA are undone after their run; FP8 cannot be undone and runs after the
+reversible modes. FP8 and offload go through :func:`longvie.acceleration.modes.apply_modes`. ``H2D
+GiB/call``: weight bytes the offload copied to the GPU per denoiser call. ``--mode-matrix`` runs every
+combination instead (:mod:`.matrix`). ``--calibrate-magcache FILE`` records MagCache's magnitude ratios
+from one exact clip instead.
 """
 from __future__ import annotations
 
@@ -188,10 +191,9 @@ def selected_modes(args) -> list[Mode]:
     modes = [Mode("exact")]
     if args.cfg_batch:
         modes.append(Mode("cfg-batch", {"cfg_batch": True}))
-    for kind in args.cache or []:
-        from ..acceleration.step_cache import StepCacheConfig
+    from .step_modes import cache_modes, fast_mode
 
-        modes.append(Mode(f"cache-{kind}", {"step_cache": StepCacheConfig(kind=kind, threshold=args.cache_threshold)}))
+    modes += cache_modes(args, Mode)
     if args.compile:
         modes.append(Mode("compile", apply=_compile, undo=_uncompile))
     if args.repeat_exact:
@@ -201,6 +203,8 @@ def selected_modes(args) -> list[Mode]:
         modes.append(Mode(f"attention-{backend}", apply=apply, undo=undo))
     if args.vae_tiling:
         modes.append(Mode("vae-tiling", apply=_vae_tiling(True), undo=_vae_tiling(False)))
+    if getattr(args, "fast", False):
+        modes.append(fast_mode(args, Mode))
     if args.fp8:
         modes.append(Mode("fp8", apply=_fp8))
     if args.offload:  # last: offload hooks stay; after --fp8 this measures FP8 storage + offload
@@ -300,8 +304,11 @@ def clip_inputs(args) -> dict:
 def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict:
     if mode.apply is not None:
         mode.apply(pipe)
+    from .step_modes import mode_steps
+
+    call = {**inputs, "num_inference_steps": args.steps, **mode.call_kwargs}  # a mode may set steps/guidance
     if not args.no_warmup:
-        pipe(**inputs, num_inference_steps=1, **mode.call_kwargs)
+        pipe(**{**call, "num_inference_steps": 1, "timesteps": None})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     from ..acceleration.modes import host_to_device_stats, reset_host_to_device_stats
@@ -313,14 +320,15 @@ def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict
         with PeakRSS() as rss:
             synchronize(device)
             started = time.perf_counter()
-            frames, _ = pipe(**inputs, num_inference_steps=args.steps, **mode.call_kwargs)
+            frames, _ = pipe(**call)
             synchronize(device)
             total = time.perf_counter() - started
     finally:
         pipe.stage_timer = None
         if mode.undo is not None:
             mode.undo(pipe)
-    result = {"mode": mode.name, "seconds_per_clip": total, "seconds_per_step": timer.seconds["denoise"] / args.steps,
+    result = {"mode": mode.name, "seconds_per_clip": total,
+              "seconds_per_step": timer.seconds["denoise"] / mode_steps(mode, args),
               "stages": {name: timer.seconds.get(name, 0.0) for name in STAGES},
               "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
               "peak_rss_bytes": rss.peak}
@@ -402,9 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--cfg-batch", action="store_true", help="mode: guidance as one batch of 2")
     parser.add_argument("--compile", action="store_true", help="mode: regional torch.compile of the blocks")
-    parser.add_argument("--cache", action="append", choices=["firstblock", "teacache"],
-                        help="mode: step caching of this kind (repeatable)")
-    parser.add_argument("--cache-threshold", type=float, default=None, help="step-cache threshold (default per kind)")
+    parser.add_argument("--cache", action="append", choices=["firstblock", "teacache", "magcache"],
+                        help="mode: step caching of this kind (repeatable); one row per published threshold")
+    parser.add_argument("--cache-threshold", type=float, default=None,
+                        help="step-cache threshold (default: the published ones, one row each)")
+    parser.add_argument("--cache-ratios", default=None, help="magcache: ratios file from --calibrate-magcache")
+    parser.add_argument("--fast", action="store_true",
+                        help="mode: 4-step distilled schedule, no guidance, distill LoRA fused; vs the exact clip")
+    parser.add_argument("--fast-lora", default=None, help="the distill LoRA for --fast [the fast config's file]")
+    parser.add_argument("--calibrate-magcache", type=Path, default=None, metavar="FILE",
+                        help="run one exact clip and write MagCache's magnitude ratios to FILE (then exit)")
     parser.add_argument("--fp8", action="store_true",
                         help="mode: FP8 block weights (per-row scales): FP8 GEMMs where the GPU runs them, else "
                              "weight-only storage")
@@ -448,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     args.width = args.width or (640 if release else 112)
     args.steps = args.steps or (50 if release else 4)
 
+    from .step_modes import precheck
+
+    problem = precheck(args)  # --fast's LoRA, --calibrate-magcache's file: before any model loads
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     pipe = load_pipeline(args, device, dtype)
     load_seconds = time.perf_counter() - started
@@ -460,19 +481,37 @@ def main(argv: list[str] | None = None) -> int:
     name = device_name(device)
     peak = args.peak_tflops or (peak_tflops(name) if device.type == "cuda" else None)
 
+    if args.calibrate_magcache is not None:
+        from .step_modes import calibrate_magcache
+
+        return calibrate_magcache(pipe, inputs, args, name)
+
+    from .step_modes import cache_summary, fast_note, mode_guidance, mode_steps
+
     results, reference = [], None
     for mode in selected_modes(args):
         result, frames = run_mode(pipe, mode, inputs, args, device)
         if reference is None:
             reference = frames
         result.update(frame_difference(frames, reference))
-        result["tflops"] = flops / result["stages"]["denoise"] / 1e12
+        result.update(cache_summary(mode))
+        mode_flops = clip_flops(shape, clip_tokens, history_tokens, mode_steps(mode, args),
+                                guidance=mode_guidance(mode, args))
+        result["tflops"] = mode_flops / result["stages"]["denoise"] / 1e12
         result["mfu"] = None if peak is None else result["tflops"] / peak
         # speed-up of the denoising (the modes change only the denoiser; the other stages are the same work)
         result["speed_up"] = results[0]["seconds_per_step"] / result["seconds_per_step"] if results else 1.0
         result["clip_speed_up"] = results[0]["seconds_per_clip"] / result["seconds_per_clip"] if results else 1.0
         results.append(result)
-        print(f"{mode.name}: {result['seconds_per_clip']:.3f} s/clip", flush=True)
+        skipped = result.get("skipped_steps")
+        print(f"{mode.name}: {result['seconds_per_clip']:.3f} s/clip"
+              + (f", skipped steps {skipped} of {mode_steps(mode, args)}" if skipped is not None else ""), flush=True)
+        if mode.name == "fast":
+            exact_denoise, fast_denoise = results[0]["stages"]["denoise"], result["stages"]["denoise"]
+            print(f"{fast_note(args)}: denoising {fast_denoise:.3f} s vs {exact_denoise:.3f} s "
+                  f"({exact_denoise / fast_denoise:.2f}x), "
+                  f"clip {result['clip_speed_up']:.2f}x, PSNR {result['psnr_db']:.2f} dB, SSIM "
+                  f"{'-' if result.get('ssim') is None else format(result['ssim'], '.4f')}", flush=True)
 
     print(f"\ndevice: {name}; torch {torch.__version__}; dtype {str(dtype).split('.')[-1]}; preset {args.preset}"
           f"{' (random weights)' if args.random_weights else ''}; {args.frames} frames {args.height}x{args.width}, "

@@ -59,15 +59,40 @@ def write_cond(out: Path, texts: list[str], depth_paths: list[Path], track_paths
     return out / "cond.json"
 
 
-def staging_folder(out: Path) -> Path:
-    """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; OUT must be a folder (a new or an existing one) — pick another path")
+CONTROLS_KIND = "controls"  # the marker kind of a condition folder (longvie.media.output_dir)
+
+
+def claim_condition_folder(out: str | Path, flag: str = "", inputs=(), kind: str = CONTROLS_KIND,
+                           what: str = "condition folder") -> Path:
+    """Check that ``out`` may be written: new, empty, or a condition folder of ours.
+
+    Raises:
+        longvie.media.output_dir.OutputDirError: ``out`` is a file or holds files that are not ours
+            (one sentence: the folder, why, what to do). ``inputs`` (files the command reads) do not count.
+    """
+    from ..media.output_dir import claim_output_dir
+
+    return claim_output_dir(out, what, kind=kind, flag=flag, inputs=inputs)
+
+
+def mark_condition_folder(out: str | Path, kind: str = CONTROLS_KIND) -> Path:
+    """Create ``out`` and mark it as a condition folder of ours (so that running again may replace its files);
+    ``kind``: the marker kind of the command that writes it (``controls``; ``camera`` for longvie.camera)."""
+    from ..media.output_dir import mark_output_dir
+
+    return mark_output_dir(out, kind)
+
+
+def staging_folder(out: Path, inputs=(), kind: str = CONTROLS_KIND, what: str = "condition folder") -> Path:
+    """A fresh hidden folder next to ``out`` (same file system, so moving it into place is a rename),
+    marked as ours (marker ``kind``). ``out`` itself must be new, empty or ours (:func:`claim_condition_folder`)."""
+    claim_condition_folder(out, inputs=inputs, kind=kind, what=what)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    mark_condition_folder(staging, kind)
     return staging
 
 

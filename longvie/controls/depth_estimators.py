@@ -35,9 +35,15 @@ VDA_HUB_FILES = {"vitl": ("depth-anything/Video-Depth-Anything-Large", "video_de
                  "vits": ("depth-anything/Video-Depth-Anything-Small", "video_depth_anything_vits.pth")}
 DEFAULT_VDA_ENCODER = "vitl"
 HUB_PROBE_TIMEOUT_S = 3.0
-OFFLINE_HINT = ("pass --depth-npy DEPTH.npy (a disparity you already have), --vda-checkpoint PATH (a downloaded "
-                "video_depth_anything_vitl.pth), or run once with internet access so the weights land in the "
-                "Hugging Face cache (then --local-files works offline)")
+OFFLINE_HINT = ("pass --vda-checkpoint PATH (a downloaded video_depth_anything_vitl.pth), or run once with internet "
+                "access so the weights land in the Hugging Face cache (then --local-files works offline)")
+
+
+def offline_hint(precomputed: str | None = None) -> str:
+    """What to do without a depth model. ``precomputed``: how the calling command takes a disparity
+    you already have (``--depth-npy DEPTH.npy`` in prepare_controls.py); only commands that have such
+    an option name it."""
+    return (f"{precomputed} (a disparity you already have), " if precomputed else "") + OFFLINE_HINT
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -57,7 +63,8 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-def fetch_vda_checkpoint(encoder: str = DEFAULT_VDA_ENCODER, local_files_only: bool = False) -> Path:
+def fetch_vda_checkpoint(encoder: str = DEFAULT_VDA_ENCODER, local_files_only: bool = False,
+                         precomputed: str | None = None) -> Path:
     """Path of the official Video Depth Anything checkpoint, downloaded through huggingface_hub if needed.
 
     Raises:
@@ -75,7 +82,7 @@ def fetch_vda_checkpoint(encoder: str = DEFAULT_VDA_ENCODER, local_files_only: b
                else "the Hugging Face hub is not reachable (offline or HF_HUB_OFFLINE=1)" if offline
                else f"the download failed ({type(err).__name__}: {err})")
         raise RuntimeError(f"Video Depth Anything {filename} (hub repo {repo_id}) is not in the Hugging Face cache "
-                           f"and {why} — {OFFLINE_HINT}") from err
+                           f"and {why} — {offline_hint(precomputed)}") from err
 
 Progress = Callable[[Iterable], Iterable]
 
@@ -168,6 +175,7 @@ def build_depth_estimator(
     device: str | None = None,
     input_size: int = 518,
     batch_size: int = 8,
+    precomputed: str | None = None,
 ):
     """Make the estimator named by ``backend``.
 
@@ -177,15 +185,18 @@ def build_depth_estimator(
     more. ``video-depth-anything`` never falls back. Offline (HF_HUB_OFFLINE=1 or the hub unreachable
     within a few seconds) only the cache and local paths are used, so a missing model fails in seconds.
 
+    ``precomputed`` names the calling command's way to pass a disparity instead (e.g. "pass
+    --depth-npy DEPTH.npy"), for the message; commands without one leave it out.
+
     Raises:
-        RuntimeError: no usable model; the message says what is missing and suggests --depth-npy,
+        RuntimeError: no usable model; the message says what is missing and suggests ``precomputed``,
             --vda-checkpoint and --local-files.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown depth backend {backend!r}; choose one of {BACKENDS}")
     if backend in ("auto", "video-depth-anything"):
         try:
-            checkpoint = vda_checkpoint or fetch_vda_checkpoint(DEFAULT_VDA_ENCODER, local_files_only)
+            checkpoint = vda_checkpoint or fetch_vda_checkpoint(DEFAULT_VDA_ENCODER, local_files_only, precomputed)
             return VideoDepthAnythingEstimator.from_checkpoint(checkpoint, device, input_size)
         except (RuntimeError, FileNotFoundError) as err:
             if backend == "video-depth-anything" or vda_checkpoint:
@@ -202,7 +213,8 @@ def build_depth_estimator(
         if vda_error is None and not local_only:
             raise
         raise RuntimeError(f"no depth model available: {err}" + (f"; Video Depth Anything: {vda_error}"
-                                                                 if vda_error else "") + f" — {OFFLINE_HINT}") from err
+                                                                 if vda_error else "")
+                           + f" — {offline_hint(precomputed)}") from err
 
 
 def add_depth_arguments(parser) -> None:
@@ -223,6 +235,7 @@ def add_depth_arguments(parser) -> None:
     group.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
 
 
-def depth_estimator_from_args(args):
+def depth_estimator_from_args(args, precomputed: str | None = None):
+    """The estimator of the shared options; ``precomputed``: the command's own way around a depth model."""
     return build_depth_estimator(args.depth_backend, args.model, args.vda_checkpoint, args.local_files,
-                                 args.device, args.input_size)
+                                 args.device, args.input_size, precomputed=precomputed)

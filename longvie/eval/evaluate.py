@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -297,7 +298,8 @@ def evaluate_files(generated, out_dir, reference=None, prompts=None, backends=No
     if reference_frames is not None:
         aligned = align_reference(reference_frames, video.frames, settings.resize)
     context = SectionContext(video=video, reference=aligned, ranges=[tuple(r) for r in result["clip_ranges"]],
-                             fps=result["fps"], settings=settings, backends=backends, result=result)
+                             fps=result["fps"], settings=settings, backends=backends, result=result,
+                             out_dir=Path(out_dir))
     run_sections(context, result)
     write_report(out_dir, result, name)
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 __all__ = ["SECTION_MODULES", "SectionContext", "load_sections", "run_sections"]
 
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("longvie.eval.camera_adherence",)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SectionContext:
     settings: Any  # longvie.eval.evaluate.EvalSettings
     backends: Any = None  # longvie.eval.backends.Backends
     result: dict = field(default_factory=dict)
+    out_dir: Path | None = None  # the report folder, for a section's own files (e.g. a plot)
 
 
 def load_sections(modules: tuple[str, ...] | None = None) -> list[ModuleType]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="scene layout seed")
     parser.add_argument("--no-reference", action="store_true", help="do not write reference.mp4")
     args = parser.parse_args(argv)
+    from ..media.output_dir import OutputDirError, claim_output_dir, mark_output_dir
+
+    try:  # new, empty or an example folder of ours: never a folder of the user's files
+        claim_output_dir(args.out, "example folder", kind="example", flag="")
+    except OutputDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    mark_output_dir(args.out, "example")
     cond = make_synthetic_example(args.out, args.clips, args.height, args.width, args.frames_per_clip, args.grid,
                                   args.seed, reference=not args.no_reference)
     print(f"wrote {cond} and {json.loads(cond.read_text()).__len__()} clip(s) of depth/track videos in {args.out}")

@@ -51,7 +51,8 @@ DEFAULT_CONFIG = "longvie2_i2v_14b"
 SYNTHETIC_CLIPS = 3  # clips of the default synthetic example
 SAMPLING_DEFAULTS = {"num_frames": 81, "height": 352, "width": 640, "steps": 50, "cfg": 5.0, "shift": 5.0,
                      "seed": 0, "history_frames": 8, "resize": "auto", "negative_prompt": None, "fps": 16,
-                     "vae_tiling": False, "fp8": False, "step_cache": None, "step_cache_threshold": None}
+                     "vae_tiling": False, "fp8": False, "step_cache": None, "step_cache_threshold": None,
+                     "timesteps": None, "step_cache_ratios": None}
 
 
 def cache_dir() -> Path:
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sequence parallelism over N ranks (start with torchrun --nproc_per_node N[*2])")
     parser.add_argument("--cfg-parallel", action="store_true",
                         help="guidance branches on different ranks (doubles the ranks: torchrun ... 2*N)")
+    parser.add_argument("--split-gpus", action="store_true",
+                        help="under torchrun: split the ranks by themselves - CFG-parallel x sequence parallel N/2 "
+                             "when guidance is on and N is even, else sequence parallel N (sample_longvideo.sh --gpus "
+                             "N passes it)")
     parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
     speed = parser.add_argument_group("speed and memory (see docs/speed-and-memory.md)")
     speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
@@ -109,10 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--fp8-kind", choices=("auto", "gemm", "weight-only"),
                        help="with FP8: gemm = FP8 matmuls (sm89+/sm90 GPUs, faster), weight-only = FP8 storage "
                             "with bf16 matmuls (any device); auto picks gemm where the GPU runs it [auto]")
-    speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache"),
-                       help="skip redundant denoising steps (faster; pixels differ; recorded in the run) [off]")
+    speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache", "magcache"),
+                       help="skip redundant denoising steps (faster; pixels differ; recorded in the run): firstblock, "
+                            "teacache (TeaCache4Wan2.1, I2V-480P coefficients) or magcache (MagCache) [off]")
     speed.add_argument("--cache-threshold", dest="step_cache_threshold", type=float,
-                       help="step-cache threshold [the kind's default]")
+                       help="step-cache threshold [firstblock 0.05, teacache 0.20 (published: 0.13 0.19 0.26 / "
+                            "0.20 0.30), magcache 0.24]")
+    speed.add_argument("--cache-ratios", dest="step_cache_ratios", metavar="FILE",
+                       help="magcache: magnitude ratios recorded by `python -m longvie.benchmark --calibrate-magcache "
+                            "FILE` [the published Wan2.1-I2V-14B-480P ratios]")
+    speed.add_argument("--lora", dest="loras", action="append", metavar="PATH[:SCALE]",
+                       help="a LoRA (.safetensors: diffusers/PEFT, kohya/ComfyUI, LightX2V, DiffSynth layouts) fused "
+                            "into the DiT (and the control branch where it has keys for it); repeatable; recorded in "
+                            "the run [none]")
+    speed.add_argument("--fast", action="store_true",
+                       help="4-step distilled mode (configs/longvie2_i2v_14b_fast.yaml): timesteps 1000 750 500 250, "
+                            "no guidance, LightX2V's distill LoRA (python download_wan2.1.py --fast-lora); trained on "
+                            "plain Wan, so its agreement with the control branch is measured, not promised")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the repeated blocks (same math; the first clip pays the compile time)")
     speed.add_argument("--max-vram", type=float, metavar="GiB",
@@ -130,7 +148,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
                  "cfg": args.cfg, "shift": args.shift, "resize": args.resize,
                  "vae_tiling": getattr(args, "vae_tiling", None), "fp8": getattr(args, "fp8", None),
                  "step_cache": getattr(args, "step_cache", None),
-                 "step_cache_threshold": getattr(args, "step_cache_threshold", None)}
+                 "step_cache_threshold": getattr(args, "step_cache_threshold", None),
+                 "step_cache_ratios": getattr(args, "step_cache_ratios", None)}
     if getattr(args, "fp8_kind", None) and getattr(args, "fp8", None) is not False:
         overrides["fp8"] = args.fp8_kind
     if args.seed is not None and args.redo is None:
@@ -142,19 +161,29 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config.setdefault("dtype", "bfloat16")
     config.setdefault("offload", "none")
     config["compile"] = bool(getattr(args, "compile", False))
+    if getattr(args, "fast", False):  # the fast config's schedule (+ its LoRA), then the command line's overrides
+        from .loras import apply_fast
+
+        config["fast_note"] = apply_fast(config, is_tiny(config))
+        config["sampling"] = merge(config["sampling"], overrides)
+    from .loras import add_cli_loras
+
+    add_cli_loras(config, getattr(args, "loras", None))
     return config
 
 
-def apply_max_vram(config: dict, max_vram_gib: float) -> str:
+def apply_max_vram(config: dict, max_vram_gib: float, cfg: str | None = None) -> str:
     """Set ``offload`` and ``sampling.fp8`` to the fastest mode whose estimated GPU peak fits
-    ``max_vram_gib`` at this run's clip shape (:mod:`longvie.acceleration.memory`). Returns a one-line
+    ``max_vram_gib`` at this run's clip shape, guidance mode (``cfg``: "batch", "parallel" or None),
+    step cache, compile and VAE tiling (:mod:`longvie.acceleration.memory`). Returns a one-line
     report. Raises ValueError when no mode fits."""
     from ..acceleration.memory import architecture, estimate_memory, lightest_mode
 
     s = config["sampling"]
     preset = config.get("config_file") or config.get("preset")
     arch = architecture(preset, num_frames=s["num_frames"], height=s["height"], width=s["width"])
-    report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")))
+    report = estimate_memory(arch, training=False, vae_tiling=bool(s.get("vae_tiling")), cfg=cfg,
+                             step_cache=s.get("step_cache"), compile=bool(config.get("compile")))
     row = lightest_mode(report.inference, max_vram_gib)
     fp8, _, offload = row.mode.rpartition("+")
     kind = s.get("fp8") if isinstance(s.get("fp8"), str) and s.get("fp8") != "off" else True  # keep --fp8-kind
@@ -234,13 +263,14 @@ def mode_request(config: dict, sequence_degree: int = 1):
     """The :class:`~longvie.acceleration.modes.ModeRequest` of a resolved config (offload, FP8, compile,
     step cache, attention, LoRAs)."""
     from ..acceleration.modes import ModeRequest
+    from .loras import lora_specs
 
     s = config["sampling"]
     return ModeRequest(offload=config.get("offload") or "none", fp8=s.get("fp8") or False,
                        compile=bool(config.get("compile")), step_cache=s.get("step_cache"),
                        step_cache_threshold=s.get("step_cache_threshold"),
-                       attention=config.get("attention") or "auto", loras=tuple(config.get("loras") or ()),
-                       sequence_parallel=sequence_degree)
+                       step_cache_ratios=s.get("step_cache_ratios"), attention=config.get("attention") or "auto",
+                       loras=tuple(lora_specs(config)[0]), sequence_parallel=sequence_degree)
 
 
 def plan_run_modes(config: dict, device: str | None, sequence_degree: int = 1):
@@ -452,11 +482,40 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     threshold = s.get("step_cache_threshold")
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         problems.append(f"--cache-threshold {threshold}: must be a finite number >= 0")
+    timesteps = s.get("timesteps")
+    if timesteps is not None:
+        from ..sampling.scheduling import check_timesteps
+
+        try:
+            if len(check_timesteps(timesteps)) != s["steps"]:
+                problems.append(f"--steps {s['steps']}: the schedule names {len(timesteps)} timesteps {timesteps} "
+                                "(sampling.timesteps); drop one of them")
+        except ValueError as err:
+            problems.append(f"sampling.timesteps in {config['config_file']}: {err}")
+    if s.get("step_cache_ratios") is not None and s.get("step_cache") != "magcache":
+        problems.append("--cache-ratios: the magnitude ratios are for --cache magcache")
+    elif s.get("step_cache_ratios") is not None:
+        from ..acceleration.step_cache import load_mag_ratios
+
+        try:
+            load_mag_ratios(s["step_cache_ratios"])
+        except ValueError as err:
+            problems.append(f"--cache-ratios: {err}")
+    from .loras import check_loras, lora_specs
+
+    specs, lora_problems = lora_specs(config)
+    problems += lora_problems
     if config.get("dtype") not in DTYPES:
         problems.append(f"dtype {config.get('dtype')!r} in {config['config_file']}: must be one of {', '.join(DTYPES)}")
     shape_ok = not problems
-    cfg_degree = 2 if args.cfg_parallel else 1
     world = 1 if single_process else int(os.environ.get("WORLD_SIZE", 1))
+    if args.split_gpus:
+        if args.sp != 1 or args.cfg_parallel:
+            problems.append("--split-gpus chooses --sp and --cfg-parallel itself: drop them (or drop --split-gpus)")
+        else:  # guidance off (cfg 1, e.g. --fast) has one branch: every rank shares its tokens
+            args.cfg_parallel = world > 1 and world % 2 == 0 and float(s.get("cfg", 1.0)) != 1.0
+            args.sp = world // (2 if args.cfg_parallel else 1)
+    cfg_degree = 2 if args.cfg_parallel else 1
     if args.sp * cfg_degree > 1 or world > 1:  # several ranks on one video: all checked before loading
         from .ranks import parallel_run_problems
 
@@ -468,6 +527,9 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         weights_problems = check_weight_headers(_resolve_dir(config["base_model_dir"]),
                                                 _resolve_dir(config["longvie_dir"]))
     problems += weights_problems
+    problems += check_loras(config, specs, _resolve_dir(config.get("base_model_dir")),
+                            _resolve_dir(config.get("longvie_dir")), tiny=is_tiny(config),
+                            model_known=is_tiny(config) or not weights_problems)
     if problems and args.cond is None:  # no point rendering the default example
         if args.out is not None:
             problems += check_output_dir(args.out)
@@ -476,10 +538,16 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     cond = args.cond or default_example(config, args.clips)
     image = args.image or cond.parent / "first.png"
     out = args.out or Path("outputs") / f"{config['preset']}_{cond.resolve().parent.name}"
+    out_checked = []
+
+    def check_count(num_clips: int) -> list[str]:  # the folder and disk space once the clip count is known
+        out_checked.append(num_clips)
+        return check_output_dir(out, estimate_run_bytes(s, num_clips) if shape_ok else 0)
+
     try:
         inputs = validate_inputs(image, cond, num_frames=s["num_frames"], height=s["height"], width=s["width"],
                                  resize=s["resize"], num_clips=args.clips, history_frames=s["history_frames"],
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, check_count=check_count)
     except InputValidationError as err:
         problems += [p for p in err.problems if p not in problems]
         inputs = None
@@ -488,8 +556,7 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
             problems += placeholder_problems(inputs.clips)
         if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
             problems.append(f"--redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}")
-        problems += check_output_dir(out, estimate_run_bytes(s, len(inputs.clips)) if shape_ok else 0)
-    else:
+    if not out_checked:
         problems += check_output_dir(out)
     if not any(p.startswith(f"--out {out}") for p in problems):
         problems += check_redo(out, args.redo)
@@ -497,7 +564,8 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         raise InputValidationError(problems)
     if args.max_vram is not None:  # before any model loads: the estimate runs on fake tensors
         try:
-            logger.info("%s", apply_max_vram(config, args.max_vram))
+            guidance = "batch" if args.cfg_batch else "parallel" if args.cfg_parallel else None
+            logger.info("%s", apply_max_vram(config, args.max_vram, guidance))
         except ValueError as err:
             raise InputValidationError([str(err)]) from None
 
@@ -510,12 +578,18 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     logger.info("%s", plan.describe())
 
     session.out = out
+    if config.get("fast_note"):
+        logger.info("%s", config.pop("fast_note"))
+    from .loras import lora_records
+
+    lora_settings, config["loras"] = lora_records(specs)  # sha256 of each LoRA: compared on resume
     settings = LongVideoSettings(
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
         seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=plan.fp8 is not None, fp8_kind=plan.fp8,
-        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"))
+        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"),
+        loras=lora_settings, timesteps=s.get("timesteps"), step_cache_ratios=s.get("step_cache_ratios"))
     if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2

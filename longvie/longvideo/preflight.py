@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..media.video_io import RESIZE_MODES
+from ..presets.schema import model_section_schema, unknown_key_message, yaml_key_problems
 
 __all__ = ["check_sampling_settings", "check_device", "check_config_file", "check_output_dir", "check_redo",
            "check_weight_headers", "estimate_run_bytes", "estimate_clip_memory_bytes", "SEED_LIMIT"]
@@ -29,11 +30,13 @@ MAX_FRAMES = 1001
 
 # Top-level keys of a sampling config (configs/longvie2_i2v_14b.yaml, configs/tiny.yaml) and their types.
 CONFIG_KEYS = {"preset": (str,), "base_model_dir": (str, type(None)), "longvie_dir": (str, type(None)),
-               "dtype": (str,), "offload": (str,), "model": (dict,), "sampling": (dict,)}
+               "dtype": (str,), "offload": (str,), "model": (dict,), "sampling": (dict,),
+               "loras": (list, type(None))}  # LoRAs: PATH[:SCALE] strings or {path, scale, ...} (longvideo.loras)
 SAMPLING_KEYS = {"num_frames": (int,), "height": (int,), "width": (int,), "steps": (int,), "cfg": (int, float),
                  "shift": (int, float), "seed": (int,), "history_frames": (int,), "resize": (str,),
                  "negative_prompt": (str, type(None)), "fps": (int, float), "vae_tiling": (bool,),
-                 "fp8": (bool, str), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None))}
+                 "fp8": (bool, str), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None)),
+                 "timesteps": (list, type(None)), "step_cache_ratios": (str, type(None))}
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 OFFLOAD_MODES = ("none", "model", "group")
 FP8_VALUES = ("off", "auto", "gemm", "weight-only")  # acceleration.modes.FP8_CHOICES (true = auto)
@@ -119,7 +122,14 @@ def estimate_run_bytes(s: dict, num_clips: int) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    """A byte count for a message, in the unit that keeps it readable: 1.50 GiB, 52.3 MiB, 977 bytes
+    (never "0.0 GiB" for the small sizes of the tiny preset or a nearly full disk)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            value = n / scale
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
+    return f"{int(n)} bytes"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,12 +214,15 @@ def check_config_file(path) -> list[str]:
     if not isinstance(root, yaml.MappingNode):
         return [f"{path}:{root.start_mark.line + 1}: a config is a mapping of keys (preset:, sampling:, ...)"]
     problems = []
+    whole = {**CONFIG_KEYS, "sampling": SAMPLING_KEYS, **{k: v for k, v in SAMPLING_KEYS.items()}}
+    if any(key_node.value == "model" for key_node, _ in root.value):  # model sizes (tiny): their names too
+        whole["model"] = model_section_schema()
 
     def check_mapping(node, schema: dict, section: str) -> None:
         for key_node, value_node in node.value:
             key, line = key_node.value, key_node.start_mark.line + 1
             if key not in schema:
-                problems.append(f"{path}:{line}: unknown key '{section}{key}' (known: {', '.join(schema)})")
+                problems.append(f"{path}:{line}: {unknown_key_message(str(key), section, schema, whole)}")
                 continue
             value = yaml.safe_load(yaml.serialize(value_node))
             if not isinstance(value, schema[key]) or (isinstance(value, bool) and bool not in schema[key]):
@@ -217,6 +230,8 @@ def check_config_file(path) -> list[str]:
                 problems.append(f"{path}:{line}: '{section}{key}' must be {kinds}, got {value!r}")
             elif key == "sampling":
                 check_mapping(value_node, SAMPLING_KEYS, "sampling.")
+            elif key == "model":
+                problems.extend(yaml_key_problems(path, value_node, whole["model"], "model.", whole))
             elif key == "dtype" and value not in DTYPES:
                 problems.append(f"{path}:{line}: dtype {value!r}: must be one of {', '.join(DTYPES)}")
             elif key == "offload" and value not in OFFLOAD_MODES:
@@ -225,8 +240,8 @@ def check_config_file(path) -> list[str]:
                 problems.append(f"{path}:{line}: resize {value!r}: must be one of {', '.join(RESIZE_MODES)}")
             elif key == "fp8" and isinstance(value, str) and value not in FP8_VALUES:
                 problems.append(f"{path}:{line}: fp8 {value!r}: must be true, false or one of {', '.join(FP8_VALUES)}")
-            elif key == "step_cache" and value not in (None, "firstblock", "teacache"):
-                problems.append(f"{path}:{line}: step_cache {value!r}: must be null, firstblock or teacache")
+            elif key == "step_cache" and value not in (None, "firstblock", "teacache", "magcache"):
+                problems.append(f"{path}:{line}: step_cache {value!r}: must be null, firstblock, teacache or magcache")
 
     check_mapping(root, {**CONFIG_KEYS, **SAMPLING_KEYS}, "")
     return problems
@@ -237,11 +252,33 @@ def check_config_file(path) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+RUN_MANIFEST = "manifest.json"  # what makes a folder a run of ours (longvie.longvideo.run_state)
+SESSION_LOG_LINE = "=== session started:"  # the first line a run writes to run.log, before its manifest
+
+
+def started_run(path: Path, entries: list[str]) -> bool:
+    """A run stopped before it wrote its first manifest: only run.lock and a run.log that we began."""
+    if not set(entries) <= {"run.lock", "run.log"}:
+        return False
+    log = path / "run.log"
+    if not log.is_file():
+        return True  # run.lock alone: the lock is taken first
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        return SESSION_LOG_LINE in handle.read(4096)
+
+
 def check_output_dir(out, needed_bytes: int = 0) -> list[str]:
-    """``out`` is (or can be created as) a writable folder with room for the run."""
+    """``out`` is (or can be created as) a writable folder with room for the run, and it is new, empty
+    or a run of ours (never a folder of the user's files: :func:`longvie.media.output_dir.claim_output_dir`)."""
+    from ..media.output_dir import OutputDirError, claim_output_dir
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         return [f"--out {out}: is a file, not a folder — choose another --out"]
+    try:
+        claim_output_dir(out, "run folder", markers=(RUN_MANIFEST,), ours=started_run)
+    except OutputDirError as err:
+        return [str(err)]
     existing = out
     while not existing.exists():
         if existing.parent == existing:

@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "longvie-run/1"
+INDENTED_MANIFEST_CLIPS = 1000  # manifests of longer runs are written without indentation (speed)
 
 
 class RunMismatchError(LongVieError, ValueError):
@@ -179,7 +180,10 @@ class RunDir:
     def save_manifest(self, manifest: dict) -> None:
         """Write the manifest atomically; a non-finite number (NaN) is refused, so the file stays JSON."""
         manifest["updated_at"] = now_iso()
-        text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        # Indented for reading; a run of thousands of clips is written compact (json's C encoder, ~10x
+        # faster: a 100,000-clip manifest takes well under a second instead of many, at every clip).
+        indent = 2 if len(manifest.get("clips") or ()) <= INDENTED_MANIFEST_CLIPS else None
+        text = json.dumps(manifest, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
         atomic_write_bytes(self.manifest_path, text.encode("utf-8"))
 
     # -- clip files
@@ -375,7 +379,8 @@ def recorded_settings(manifest: dict) -> dict:
     recorded = dict(manifest["settings"])
     if "vae_tiling" not in recorded:
         recorded["vae_tiling"] = (manifest.get("config") or {}).get("offload") == "group"
-    for key, value in (("fp8", False), ("step_cache", None), ("step_cache_threshold", None)):
+    for key, value in (("fp8", False), ("step_cache", None), ("step_cache_threshold", None), ("loras", []),
+                       ("timesteps", None), ("step_cache_ratios", None)):
         recorded.setdefault(key, value)  # added later; earlier runs ran without them
     # fp8_kind came with per-row scaled FP8; earlier FP8 runs stored unscaled weights (other pixels)
     recorded.setdefault("fp8_kind", UNSCALED_FP8 if recorded["fp8"] else None)

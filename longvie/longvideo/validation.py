@@ -15,14 +15,23 @@ is looked up by these rules, in order (:data:`PATH_RULES`): relative to the JSON
 to the working directory, then its file name inside the JSON file's folder. The rule that found each
 file is kept (``ClipCondition.found_by``) and written to the run manifest; a file found nowhere is
 reported with every place tried.
+
+Long lists are cheap: each distinct path of cond.json is resolved once, and each distinct file is
+probed once (container header and first frame; cached by resolved path and ``os.stat``, so a file
+named by 100,000 clips costs one probe); a problem with a file is reported once, naming the clips
+that use it. A progress bar (stderr) appears when checking takes longer than
+:data:`PROGRESS_DELAY_S`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .. import LongVieError
 from ..controls.captioning import is_placeholder_prompt
@@ -36,7 +45,8 @@ CONDITION_KEYS = ("text", "depth", "track")
 PATH_RULES = ("absolute", "relative to cond.json", "relative to the working directory",
               "file name in cond.json's folder")
 
-PROGRESS_MIN_CLIPS = 20  # condition lists at least this long show a progress bar while validated
+PROGRESS_MIN_CLIPS = 20  # condition lists at least this long show a progress bar while validated ...
+PROGRESS_DELAY_S = 1.0   # ... once checking has taken this long (tqdm's delay: quick checks print nothing)
 
 
 class InputValidationError(LongVieError, ValueError):
@@ -118,11 +128,19 @@ def check_clip_settings(num_frames: int, height: int, width: int, history_frames
     return problems
 
 
-def load_conditions(cond_path: str | Path) -> tuple[list[ClipCondition], list[str]]:
+MAX_LISTED_ENTRY_PROBLEMS = 20  # a broken list of 100,000 entries is reported with its first problems
+
+
+def load_conditions(cond_path: str | Path, progress: bool = False) -> tuple[list[ClipCondition], list[str]]:
     """Parse cond.json into clip conditions without touching the videos.
 
+    Each distinct path string is looked up once (:func:`resolve_condition_path`), so a list of
+    100,000 clips naming the same two videos parses in about a second. ``progress`` shows a bar on
+    stderr when parsing takes longer than :data:`PROGRESS_DELAY_S`.
+
     Returns:
-        ``(clips, problems)``: the clips that parsed, and a list of problems (empty when valid).
+        ``(clips, problems)``: the clips that parsed, and a list of problems (empty when valid; at most
+        :data:`MAX_LISTED_ENTRY_PROBLEMS` bad entries are listed, then their count).
     """
     cond_path = Path(cond_path)
     if not cond_path.is_file():
@@ -140,48 +158,108 @@ def load_conditions(cond_path: str | Path) -> tuple[list[ClipCondition], list[st
         return [], [f"{cond_path}: must be a non-empty JSON list of clip objects, got {kind} — write it as "
                     '[{"text": "...", "depth": "depth_00.mp4", "track": "track_00.mp4"}, ...]']
 
-    clips, problems = [], []
-    for index, entry in enumerate(entries):
-        where = f"{cond_path} clip {index}"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be an object with keys text, depth, track, got "
-                            f"{type(entry).__name__} — fix the entry")
-            continue
-        missing = [key for key in CONDITION_KEYS if key not in entry]
-        if missing:
-            problems.append(f"{where}: missing key(s) {', '.join(missing)} — every clip needs "
-                            "\"text\" (prompt), \"depth\" and \"track\" (video paths relative to the JSON file)")
-            continue
-        bad_types = [key for key in CONDITION_KEYS if not isinstance(entry[key], str) or not entry[key].strip()]
-        if bad_types:
-            problems.append(f"{where}: {', '.join(bad_types)} must be non-empty string(s) — fix the entry")
-            continue
-        found = {key: resolve_condition_path(entry[key], cond_path.parent) for key in ("depth", "track")}
-        clips.append(ClipCondition(index=index, text=entry["text"], depth=found["depth"][0], track=found["track"][0],
-                                   found_by={key: value[1] for key, value in found.items()},
-                                   tried={key: value[2] for key, value in found.items()},
+    from tqdm.auto import tqdm
+
+    clips, problems, bad_entries = [], [], 0
+    resolved: dict[str, tuple[Path, str, tuple[Path, ...]]] = {}  # one lookup per distinct path string
+    cwd = Path.cwd()
+    bar = tqdm(entries, desc=f"reading {cond_path.name}", unit="clip", leave=False, dynamic_ncols=True,
+               file=sys.stderr, delay=PROGRESS_DELAY_S, mininterval=0.5, disable=not progress)
+    for index, entry in enumerate(bar):
+        try:  # the usual entry first, in one step; anything else gets its message below
+            text, depth, track = entry["text"], entry["depth"], entry["track"]
+            usual = (type(text) is str and type(depth) is str and type(track) is str and text.strip()
+                     and depth.strip() and track.strip())
+        except (TypeError, KeyError, IndexError):
+            usual = False
+        if not usual:
+            problem = _entry_problem(entry, f"{cond_path} clip {index}")
+            if problem is not None:
+                bad_entries += 1
+                if bad_entries <= MAX_LISTED_ENTRY_PROBLEMS:
+                    problems.append(problem)
+                continue
+        found = []
+        for value in (depth, track):
+            if value not in resolved:
+                resolved[value] = resolve_condition_path(value, cond_path.parent, cwd)
+            found.append(resolved[value])
+        clips.append(ClipCondition(index=index, text=text, depth=found[0][0], track=found[1][0],
+                                   found_by={"depth": found[0][1], "track": found[1][1]},
+                                   tried={"depth": found[0][2], "track": found[1][2]},
                                    placeholder=is_placeholder_prompt(entry)))
+    bar.close()
+    if bad_entries > MAX_LISTED_ENTRY_PROBLEMS:
+        problems.append(f"{cond_path}: {bad_entries - MAX_LISTED_ENTRY_PROBLEMS:,} more clip entries have problems "
+                        f"({bad_entries:,} of {len(entries):,} in all) — fix the entries listed above the same way")
     return clips, problems
 
 
-def _check_control_video(path: Path, kind: str, clip: int, num_frames: int | None,
+def _entry_problem(entry, where: str) -> str | None:
+    """What is wrong with one cond.json entry (None when nothing is)."""
+    if not isinstance(entry, dict):
+        return (f"{where}: must be an object with keys text, depth, track, got {type(entry).__name__} — fix the "
+                "entry")
+    missing = [key for key in CONDITION_KEYS if key not in entry]
+    if missing:
+        return (f"{where}: missing key(s) {', '.join(missing)} — every clip needs \"text\" (prompt), \"depth\" "
+                "and \"track\" (video paths relative to the JSON file)")
+    bad_types = [key for key in CONDITION_KEYS if not isinstance(entry[key], str) or not entry[key].strip()]
+    if bad_types:
+        return f"{where}: {', '.join(bad_types)} must be non-empty string(s) — fix the entry"
+    return None
+
+
+_PROBES: dict = {}  # (resolved path, stat) -> (frames, width, height) or the problem text
+_PROBES_MAX = 4096
+
+
+def _probe_cached(path: Path) -> tuple[int, int, int] | str:
+    """``probe_video`` of ``path`` once per file version (keyed by resolved path and ``os.stat``), or
+    the problem text when it is missing or unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "missing"
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _PROBES:
+        if len(_PROBES) >= _PROBES_MAX:
+            _PROBES.clear()
+        try:
+            _PROBES[key] = probe_video(path)  # container header where it has them: ms per video
+        except ValueError as err:
+            _PROBES[key] = str(err)
+    return _PROBES[key]
+
+
+def _clip_list(indices: Sequence[int]) -> str:
+    """'clip 3', or 'clips 0, 1, 2 and 99,997 more' for a file named by many clips."""
+    if len(indices) == 1:
+        return f"clip {indices[0]}"
+    shown = ", ".join(str(i) for i in indices[:3])
+    return f"clips {shown}" + (f" and {len(indices) - 3:,} more" if len(indices) > 3 else "")
+
+
+def _check_control_video(path: Path, kind: str, clips: Sequence[int], num_frames: int | None,
                          problems: list[str], tried: Sequence[Path] = ()) -> tuple[int, int, int] | None:
-    """Check one control video; returns its (width, height, frame count) when it decodes."""
-    where = f"clip {clip} {kind} video {path}"
-    if not path.is_file():
+    """Check one control video (named by ``clips``); returns its (frames, width, height) when it decodes."""
+    where = f"{_clip_list(clips)} {kind} video {path}"
+    info = _probe_cached(path)
+    if info == "missing":
         places = "; ".join(str(p) for p in tried) if tried else str(path)
         problems.append(f"{where}: file not found (tried {places}) — fix the \"{kind}\" path "
                         "in cond.json (relative to the JSON file) or create the video")
         return None
-    try:
-        frames, width, height = probe_video(path)  # container header where it has them: ms per video
-    except ValueError as err:
-        problems.append(f"{where}: {err}")
+    if isinstance(info, str):
+        problems.append(f"{where}: {info}")
         return None
+    frames = info[0]
     if num_frames is not None and frames < num_frames:
         problems.append(f"{where}: has {frames} frames, needs at least num_frames={num_frames} — use a control "
                         f"video of {num_frames} frames per clip (clip i = frames 80i..80i+80 of the full video)")
-    return width, height, frames
+    return info
 
 
 def _resize_note(what: str, sizes: dict, height: int, width: int, resize: str) -> str | None:
@@ -214,6 +292,7 @@ def validate_inputs(
     num_clips: int | None = None,
     history_frames: int = 8,
     progress: bool = True,
+    check_count: Callable[[int], list[str]] | None = None,
 ) -> ValidatedInputs:
     """Check every input of a long-video run and raise one error listing every problem.
 
@@ -223,7 +302,11 @@ def validate_inputs(
         num_frames, height, width: the clip shape the videos are brought to.
         resize: "auto", "crop" or "stretch" (how sizes that differ are handled; reported in the notes).
         num_clips: use only the first ``num_clips`` clips of the list (all when None).
-        progress: show a progress bar while checking the control videos of long lists.
+        progress: show a progress bar (stderr) while checking the control videos of long lists, once
+            checking has taken :data:`PROGRESS_DELAY_S` seconds.
+        check_count: ``check_count(number of clips) -> problems``, called as soon as cond.json is parsed
+            (e.g. the disk space a run of that many clips needs); when it finds problems, the control
+            videos are not checked, so that a run that cannot start is refused within seconds.
 
     Raises:
         InputValidationError: with every problem found (settings, cond.json, image, videos).
@@ -242,7 +325,7 @@ def validate_inputs(
             notes.append(f"first image {image} at {first.size[0]}x{first.size[1]} resized to {width}x{height} "
                          f"({_resize_rule(resize, first.size[1], first.size[0], height, width)})")
 
-    clips, cond_problems = load_conditions(cond)
+    clips, cond_problems = load_conditions(cond, progress=progress)
     problems += cond_problems
     if num_clips is not None:
         if num_clips < 1:
@@ -252,21 +335,36 @@ def validate_inputs(
                             "clips to the condition list")
         clips = clips[:max(num_clips, 0)]
 
+    if check_count is not None and not cond_problems and clips:
+        early = check_count(len(clips))
+        if early:
+            raise InputValidationError(problems + early)
+
+    # Each distinct file once, whichever and however many clips name it.
+    users: dict[tuple[str, Path], list[int]] = {}
+    tried: dict[tuple[str, Path], Sequence[Path]] = {}
+    for clip in clips:
+        for kind, path in (("depth", clip.depth), ("track", clip.track)):
+            key = (kind, path)
+            if key not in users:
+                users[key], tried[key] = [], clip.tried.get(kind, ())
+            users[key].append(clip.index)
     video_sizes: dict[tuple[int, int], int] = {}
     longer = []  # (path, frames) of control videos with more than num_frames frames
     from tqdm.auto import tqdm
 
-    bar = tqdm(clips, desc="checking control videos", unit="clip", leave=False, dynamic_ncols=True,
-               disable=not progress or len(clips) < PROGRESS_MIN_CLIPS)
-    for clip in bar:
-        for kind, path in (("depth", clip.depth), ("track", clip.track)):
-            info = _check_control_video(path, kind, clip.index, num_frames if frames_ok else None, problems,
-                                        clip.tried.get(kind, ()))
-            if info is None:
-                continue
-            video_sizes[info[:2]] = video_sizes.get(info[:2], 0) + 1
-            if frames_ok and info[2] > num_frames:
-                longer.append((path, info[2]))
+    bar = tqdm(users.items(), desc="checking control videos", unit="file", leave=False, dynamic_ncols=True,
+               file=sys.stderr, delay=PROGRESS_DELAY_S, disable=not progress or len(clips) < PROGRESS_MIN_CLIPS)
+    for (kind, path), indices in bar:
+        info = _check_control_video(path, kind, indices, num_frames if frames_ok else None, problems,
+                                    tried[(kind, path)])
+        if info is None:
+            continue
+        size = (info[1], info[2])
+        video_sizes[size] = video_sizes.get(size, 0) + len(indices)
+        if frames_ok and info[0] > num_frames:
+            longer.append((path, info[0]))
+    bar.close()
     note = _resize_note("control video(s)", video_sizes, height, width, resize)
     if note:
         notes.append(note)

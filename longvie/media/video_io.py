@@ -22,8 +22,10 @@ default filter for RGB images is bicubic).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Iterable, Literal, Sequence, Union
 
@@ -72,10 +74,36 @@ _REENCODE_HINT = (
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_with_decord(path: Path, max_frames: int | None) -> np.ndarray:
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what native decoders (decord's bundled FFmpeg) print to file descriptor 2 while the block
+    runs, e.g. "moov atom not found" for a truncated mp4: their errors reach us as exceptions, which our
+    messages name, and the raw lines would come before our message. Python-level ``sys.stderr`` is
+    untouched (this redirects the descriptor only, for the few milliseconds of an open)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _open_decord(path: Path):
     import decord
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    with _native_stderr_silenced():
+        return decord.VideoReader(str(path), ctx=decord.cpu(0))
+
+
+def _read_with_decord(path: Path, max_frames: int | None) -> np.ndarray:
+    reader = _open_decord(path)
     num = len(reader) if max_frames is None else min(len(reader), max_frames)
     if num == 0:
         raise ValueError("the video has no frames")
@@ -107,6 +135,9 @@ def _check_exists(path: Path, what: str) -> None:
     if not path.is_file():
         raise ValueError(f"{what} not found: {path} — check the path (relative paths are resolved from "
                          f"{Path.cwd()} unless documented otherwise)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty (0 bytes), so it cannot be read — it was not written "
+                         "completely (an interrupted copy or export?); write or copy it again")
 
 
 def read_video(
@@ -199,9 +230,7 @@ def count_frames(path: str | os.PathLike) -> int:
         return probed[0]
     errors = []
     try:
-        import decord
-
-        num = len(decord.VideoReader(str(path), ctx=decord.cpu(0)))
+        num = len(_open_decord(path))
         if num > 0:
             return num
         errors.append("decord: the video has no frames")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import nn
 
 
-class LongVieControlBranch(ModelMixin, ConfigMixin):
+class LongVieControlBranch(ModelMixin, ConfigMixin, PeftAdapterMixin):  # PEFT: LoRAs (weights/lora.py)
     """Dense + sparse control branches.
 
     Args:

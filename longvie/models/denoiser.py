@@ -113,11 +113,14 @@ class ClipCache:
 
 @dataclass
 class StreamState:
-    """The three token streams between blocks: main (B, nh + n, dim), dense and sparse (B, n, dim/2)."""
+    """The three token streams between blocks: main (B, nh + n, dim), dense and sparse (B, n, dim/2).
 
-    tokens: torch.Tensor
-    dense: torch.Tensor
-    sparse: torch.Tensor
+    After the last control block nothing reads the control streams again: ``dense`` and ``sparse``
+    are None from there on (their memory is freed for the remaining main blocks)."""
+
+    tokens: torch.Tensor | None
+    dense: torch.Tensor | None
+    sparse: torch.Tensor | None
 
 
 @dataclass
@@ -231,11 +234,17 @@ class LongVieDenoiser(nn.Module):
                             main_rope=main_rope, control_rope=clip_rope)
 
     # ------------------------------------------------------------------ per call
-    def run_blocks(self, state: StreamState, start: int, stop: int, step: StepInputs) -> StreamState:
+    def run_blocks(self, state: StreamState, start: int, stop: int, step: StepInputs,
+                   release_input: bool = False) -> StreamState:
         """Main blocks ``start..stop-1``, each followed (for index < control depth) by the control step
-        and its residual added to the clip tokens (never to the history tokens)."""
+        and its residual added to the clip tokens (never to the history tokens).
+
+        ``release_input``: the caller hands ``state`` over (its fields are set to None), so the input
+        tokens are freed as soon as block ``start`` has read them instead of living through the stack."""
         t, clip = self.transformer, step.clip
         tokens, dense, sparse = state.tokens, state.dense, state.sparse
+        if release_input:
+            state.tokens = state.dense = state.sparse = None
         num_history = clip.num_history
         checkpointing = torch.is_grad_enabled() and t.gradient_checkpointing
         for index in range(start, stop):
@@ -253,6 +262,9 @@ class LongVieDenoiser(nn.Module):
                     tokens = torch.cat([tokens[:, :num_history], tokens[:, num_history:] + residual], dim=1)
                 else:
                     tokens = tokens + residual
+                del residual  # not alive through the next block
+                if index == self.control.depth - 1:
+                    dense = sparse = None  # the control streams are read no more
         return StreamState(tokens, dense, sparse)
 
     def forward(
@@ -317,6 +329,7 @@ class LongVieDenoiser(nn.Module):
             latent_tokens = F.conv3d(latents.to(weight.dtype), weight[:, :LATENT_CHANNELS], None,
                                      stride=t.patch_embedding.stride).flatten(2).transpose(1, 2)  # (B, N, dim)
             tokens = (latent_tokens[:, clip.clip_tokens] + clip.image_tokens).to(weight.dtype)  # (B, n, dim)
+            del latent_tokens  # read once: not alive through the blocks
         else:  # the unsplit 36-channel embedding, through the module (and its offload hook)
             tokens = self._embed(torch.cat([latents.to(clip.image_latents.dtype), clip.image_latents], dim=1))
             tokens = tokens[:, clip.clip_tokens]                                      # (B, n, dim)
@@ -325,9 +338,13 @@ class LongVieDenoiser(nn.Module):
 
         # 3. blocks with control injection
         state = StreamState(tokens, clip.dense, clip.sparse)
+        del tokens  # held by the state only: the plain path frees it once block 0 has read it
         run = lambda s, start, stop: self.run_blocks(s, start, stop, step)  # noqa: E731
         num_blocks = len(t.blocks)
-        state = block_stack(run, state, num_blocks) if block_stack is not None else run(state, 0, num_blocks)
+        if block_stack is not None:
+            state = block_stack(run, state, num_blocks)
+        else:
+            state = self.run_blocks(state, 0, num_blocks, step, release_input=True)
         tokens = state.tokens[:, clip.num_history:]                                   # (B, n, dim)
 
         # 4. output head, as in diffusers' WanTransformer3DModel.forward (the head uses t, not t_mod)

@@ -244,3 +244,29 @@ def write_tiny_original_checkpoints(out_dir, seed: int = 0) -> tuple[Path, Path]
     (base_dir / ARCH_OVERRIDES_FILE).write_text(json.dumps(overrides, indent=2))
     marker.write_text("ok\n")
     return base_dir, longvie_dir
+
+
+# --------------------------------------------------------------------------- tiny metric depth model
+def build_tiny_depth_model(seed: int = 3):
+    """A tiny random-weight metric Depth Anything V2 (transformers' ``DepthAnythingForDepthEstimation``,
+    ``depth_estimation_type="metric"``) and its image processor: what ``python -m longvie.camera --preset
+    tiny`` uses instead of a downloaded depth model, like the preset's other components. Its depth is
+    positive (sigmoid x max_depth) and varies with the image, which is all the camera code needs offline.
+
+    Returns ``(model, image_processor)``.
+    """
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+                                 depth_estimation_type="metric", max_depth=20)
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(config)
+    randomize_(model, scale=0.08)
+    processor = DPTImageProcessor(do_resize=True, size={"height": 56, "width": 56}, keep_aspect_ratio=True,
+                                  ensure_multiple_of=14, resample=3, do_pad=False,
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return model.eval(), processor

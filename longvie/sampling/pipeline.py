@@ -203,7 +203,7 @@ class LongViePipeline(DiffusionPipeline):
                         device: str | torch.device | None = None, offload: str = "none",
                         vae_dtype: torch.dtype = torch.float32,
                         attention_backend: str = "auto", vae_tiling: bool = False, load_text_encoder: bool = True,
-                        sequence_degree: int = 1, cfg_degree: int = 1, modes=None) -> "LongViePipeline":
+                        sequence_degree: int = 1, cfg_degree: int = 1, loras=None, modes=None) -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
@@ -228,6 +228,9 @@ class LongViePipeline(DiffusionPipeline):
                 ``prompt_cache``); under torchrun only rank 0 needs it.
             sequence_degree, cfg_degree: parallelism over the torchrun ranks (:meth:`enable_parallelism`);
                 a combination that cannot run is refused before anything loads.
+            loras: LoRAs fused into the denoiser before offloading (and before FP8): paths, ``"PATH:SCALE"``
+                strings or :class:`~longvie.weights.lora.LoraSpec`; records in ``pipe.loras``. Checked from
+                the files' headers before the base model loads (:mod:`longvie.weights.lora`).
             modes: an ``acceleration.modes.ModeRequest`` (offload, FP8, compile, step cache, attention,
                 LoRAs, ...); when given, it replaces ``offload`` and ``attention_backend``. Validated
                 against the device before anything loads (``ModeError`` names what cannot run) and
@@ -240,6 +243,10 @@ class LongViePipeline(DiffusionPipeline):
 
         device = resolve_device(device)
         request = modes if modes is not None else ModeRequest(offload=offload, attention=attention_backend)
+        if loras:  # fused first by apply_modes (before FP8 and offload)
+            from ..weights.lora import _as_specs
+
+            request = dataclasses.replace(request, loras=tuple(request.loras) + tuple(_as_specs(loras)))
         request = dataclasses.replace(request, sequence_parallel=max(request.sequence_parallel, sequence_degree))
         # Checked before loading: a mode or a parallel layout that cannot run fails in seconds, not after the 14B load.
         plan = plan_modes(request, DeviceInfo.probe(device, torch_dtype))
@@ -252,6 +259,12 @@ class LongViePipeline(DiffusionPipeline):
             if problems:
                 raise ValueError("; ".join(problems))
         control_path, dit_path = longvie_weight_paths(longvie_dir)
+        if plan.loras:  # a LoRA that cannot fit fails in seconds, before the 14B load
+            from ..weights.lora import LoraError, check_lora_files, lora_model_config
+
+            problems = check_lora_files(list(plan.loras), lora_model_config(base_dir, control_path))
+            if problems:
+                raise LoraError("cannot apply the LoRA(s):\n" + "\n".join(f"  - {p}" for p in problems))
         components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
                                           text_encoder=load_text_encoder)
         denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
@@ -265,6 +278,27 @@ class LongViePipeline(DiffusionPipeline):
         if sequence_degree * cfg_degree > 1:
             pipe.enable_parallelism(sequence_degree, cfg_degree)
         return pipe
+
+    @property
+    def loras(self) -> list[dict]:
+        """The LoRAs applied to the denoiser: path, sha256, scale, matched_keys, targets, format, fused."""
+        from ..weights.lora import loaded_loras
+
+        return loaded_loras(self.denoiser)
+
+    def load_loras(self, loras, fuse: bool = True) -> list[dict]:
+        """Apply LoRAs to the loaded denoiser (see :func:`longvie.weights.lora.load_loras`): fused into the
+        weights by default. Before FP8 storage and group offload (refused after them); with ``offload="model"``
+        or none."""
+        from ..weights.lora import load_loras
+
+        return load_loras(self.denoiser, loras, fuse=fuse)
+
+    def unfuse_loras(self) -> list[dict]:
+        """Remove the LoRAs again (see :func:`longvie.weights.lora.unfuse_loras`); returns their records."""
+        from ..weights.lora import unfuse_loras
+
+        return unfuse_loras(self.denoiser)
 
     def set_attention(self, choice) -> None:
         """Apply an ``acceleration.attention.AttentionChoice`` to the denoiser and log it."""
@@ -336,6 +370,8 @@ class LongViePipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         cfg_batch: bool = False,
         step_cache=None,
+        callback_on_step_end_tensor_inputs=("latents",),
+        timesteps=None,
     ) -> ClipOutput:
         """Generate one clip.
 
@@ -352,13 +388,23 @@ class LongViePipeline(DiffusionPipeline):
                 (resize short side + centre crop, upstream training) or "stretch" (plain resize, upstream inference).
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": latents})`` after each step;
                 may return a dict with a replacement "latents".
+            callback_on_step_end_tensor_inputs: what the callback's dict holds: "latents", and
+                "x0" (the current estimate of the clean latents, for previews) when asked for.
             cfg_batch: run the guidance branches as one batch of 2 (faster on a GPU, more memory).
-            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig`: skip most
-                blocks on steps where the first block's change is small. None uses
+            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig`: skip the
+                blocks on steps where they would change little (firstblock, TeaCache, MagCache). None uses
                 ``self.default_step_cache`` (set from the modes; off by default); False turns it off.
+            timesteps: optional explicit schedule, positions before the shift in (0, 1000], strictly
+                decreasing (e.g. [1000, 750, 500, 250], the step-distilled schedule of the fast mode);
+                overrides ``num_inference_steps`` (see ``longvie.sampling.scheduling``).
         Returns:
             ``ClipOutput(frames, noise)``.
         """
+        if timesteps is not None:
+            from .scheduling import check_timesteps
+
+            timesteps = check_timesteps(timesteps)
+            num_inference_steps = len(timesteps)
         validate_clip_settings(num_frames, height, width, num_inference_steps)
         check_sampling_arguments(num_inference_steps, guidance_scale, shift, seed, generator)
         images = _as_image_batch(image)
@@ -426,7 +472,7 @@ class LongViePipeline(DiffusionPipeline):
         # Denoising loop. Nothing in it waits for the GPU: the per-clip work is prepared on the first
         # call (GuidedVelocity's clip caches) and the scheduler starts at index 0 instead of looking
         # its timestep up (a device->host copy).
-        scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device)
+        scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device, timesteps=timesteps)
         scheduler.set_begin_index(0)
         make_block_stack = None
         if step_cache is None:
@@ -434,7 +480,18 @@ class LongViePipeline(DiffusionPipeline):
         if step_cache:
             from ..acceleration.step_cache import make_step_cache
 
-            make_block_stack = lambda: make_step_cache(step_cache, num_inference_steps)  # noqa: E731
+            # GuidedVelocity makes one cache per branch, the conditional branch first (see its branch modes)
+            cfg_parallel = self._parallel is not None and self._parallel.cfg_degree > 1
+            branches = iter(["cond"] if guidance_scale == 1.0 or cfg_batch else
+                            ["cond" if self._parallel.cfg_rank == 0 else "uncond"] if cfg_parallel else
+                            ["cond", "uncond"])
+            # The ranks that must skip alike: those sharing one denoiser call's tokens (sequence parallel);
+            # CFG-parallel ranks compute different branches and decide on their own, as one process does.
+            cache_group = self._parallel.sequence_group if self._parallel is not None else None
+            fed_timesteps = scheduler.timesteps.to(dtype)  # as the denoiser receives them (TeaCache measures them)
+            make_block_stack = lambda: make_step_cache(  # noqa: E731
+                step_cache, num_inference_steps, timesteps=fed_timesteps, denoiser=self.denoiser,
+                branch=next(branches, "cond"), group=cache_group)
         guided = GuidedVelocity(
             self.denoiser, prompt_embeds, negative_embeds,
             dict(image_embeds=image_embeds, image_latents=image_latents, dense_latents=dense, sparse_latents=sparse,
@@ -450,7 +507,12 @@ class LongViePipeline(DiffusionPipeline):
                 velocity = guided(latents.to(dtype), timestep)
                 latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
-                    update = callback_on_step_end(self, step, t, {"latents": latents})
+                    tensors = {"latents": latents}
+                    if "x0" in callback_on_step_end_tensor_inputs:
+                        # Flow matching: x_t = (1 - s) x0 + s eps, v = eps - x0, and the Euler step gives
+                        # x_next = x_t + (s_next - s) v, so x0 = x_next - s_next v (no extra model call).
+                        tensors["x0"] = latents - scheduler.sigmas[step + 1].to(latents.device) * velocity.float()
+                    update = callback_on_step_end(self, step, t, tensors)
                     if update and "latents" in update:
                         latents = update["latents"]
 

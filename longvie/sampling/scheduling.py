@@ -13,17 +13,53 @@ def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
-def make_sampling_scheduler(num_inference_steps: int = 50, shift: float = 5.0, device=None
-                            ) -> FlowMatchEulerDiscreteScheduler:
+def check_timesteps(timesteps) -> list[float]:
+    """A custom schedule as a list of floats: strictly decreasing values in (0, 1000].
+
+    These are grid positions *before* the shift, as LightX2V's ``denoising_step_list`` (e.g. the
+    4-step distilled schedule 1000, 750, 500, 250); the model then sees 1000 * shift(t / 1000).
+    """
+    try:
+        values = [float(t) for t in timesteps]
+    except (TypeError, ValueError):
+        raise ValueError(f"timesteps must be a list of numbers, got {timesteps!r}") from None
+    if not values:
+        raise ValueError("timesteps is empty: give at least one value in (0, 1000]")
+    if any(not np.isfinite(t) or not 0 < t <= NUM_TRAIN_TIMESTEPS for t in values):
+        raise ValueError(f"timesteps must lie in (0, {NUM_TRAIN_TIMESTEPS}], got {values}")
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"timesteps must be strictly decreasing, got {values}")
+    return values
+
+
+def make_sampling_scheduler(num_inference_steps: int = 50, shift: float = 5.0, device=None,
+                            timesteps=None) -> FlowMatchEulerDiscreteScheduler:
     """An Euler flow-matching scheduler with LongVie 2's inference schedule.
 
     sigmas = shift(linspace(1, 0, steps+1)[:-1]), timesteps = 1000 * sigmas, and a final
     sigma of 0; each step is x <- x + v * (s_next - s) with v = noise - x0.
+
+    ``timesteps`` (optional) replaces the evenly spaced grid by explicit positions before the shift
+    (see :func:`check_timesteps`): sigmas = shift(timesteps / 1000), then 0. For the step-distilled
+    schedule [1000, 750, 500, 250] with shift 5 this gives sigmas 1, 0.9375, 0.8333, 0.625 and model
+    timesteps 1000, 937.5, 833.3, 625. That is how LightX2V's ``WanStepDistillScheduler`` turns its
+    ``denoising_step_list`` into sigmas (github.com/ModelTC/LightX2V,
+    lightx2v/models/schedulers/wan/step_distill/scheduler.py: the shifted 1000-point grid
+    shift(linspace(1, 0, 1001)[:-1]) indexed at 1000 - t), and since LightX2V commit 753a494c
+    (2025-11-24) its update is this same Euler step, x0 + sigma_next * v = x + (sigma_next - sigma) v;
+    earlier versions re-noised x0 with fresh noise instead.
     """
-    if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    if timesteps is not None:
+        values = check_timesteps(timesteps)
+        if num_inference_steps is not None and num_inference_steps != len(values):
+            raise ValueError(f"num_inference_steps={num_inference_steps} but {len(values)} timesteps were given "
+                             f"({values}); they must agree")
+        sigmas = np.asarray(values, dtype=np.float64) / NUM_TRAIN_TIMESTEPS
+    else:
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
-    sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
     scheduler.set_timesteps(sigmas=sigmas, device=device)
     return scheduler
 

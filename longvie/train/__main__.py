@@ -37,6 +37,12 @@ def _run(argv, output: dict) -> int:
         config = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    # Before any model loads: never write into a folder of the user's files (exit 2, one sentence).
+    from .outputs import claim_cache_dir, claim_training_output
+
+    claim_training_output(config["train"]["output_dir"], "--output" if args.output else "train.output_dir")
+    if args.build_cache:
+        claim_cache_dir(config["data"]["cache_dir"])
     output["dir"] = config["train"]["output_dir"]
     from .trainer import train
 

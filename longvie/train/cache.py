@@ -29,6 +29,7 @@ from ..media.atomic import atomic_save_tensors, atomic_write_json
 from ..media.video_io import fit_frames
 from .data import ClipRecord, DataError, SkippedClip, history_available, load_clip
 from .degradations import DegradationSettings, degrade_depth, sample_plan, sample_rng
+from .outputs import claim_cache_dir, mark_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def build_latent_cache(config: dict, encoder, accelerator=None) -> Path:
     records = read_metadata(data["metadata"], data.get("root"))
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator is None or accelerator.is_main_process:
+        mark_cache_dir(cache_dir)  # first: the folder is ours from now on (longvie.train.outputs)
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
     failed = []
     for index in range(rank, len(records), world):
         path = entry_path(cache_dir, index)
@@ -171,6 +175,7 @@ def _run(argv, output: dict) -> int:
         config = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    claim_cache_dir(args.cache_dir)  # before any model loads: never into a folder of the user's files
     output["dir"] = args.cache_dir
     accelerator = make_accelerator(config)
     with accelerator.main_process_first():

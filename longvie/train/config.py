@@ -3,6 +3,11 @@
 The configuration is a plain nested dict with the sections ``model``, ``data``, ``train``,
 ``degradation`` and ``loss`` (see configs/train_stage1.yaml for every key and its meaning).
 Overrides use dotted keys, e.g. ``{"train.learning_rate": 1e-3}`` (``--set train.learning_rate=1e-3``).
+
+Keys are checked by name: a key that the stage configs do not have (``learning_rat: 1e-4``, a
+misspelt ``degradation.depth_pp``) is refused with the file, its line and the closest known key,
+before anything loads. A ``--config`` file may leave keys out: they keep the value of the shipped
+configs/train_stageN.yaml of its stage.
 """
 from __future__ import annotations
 
@@ -13,29 +18,65 @@ from pathlib import Path
 
 import yaml
 
+from ..media.video_io import RESIZE_MODES
 from ..presets.config import CONFIG_DIR, merge
+from ..presets.schema import schema_of, unknown_key_message, yaml_key_problems
 
 SECTIONS = ("model", "data", "train", "degradation", "loss")
+DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # longvie.presets.config.torch_dtype
 TRAINABLE_GROUPS = ("control", "dit_self_attention")
+
+
+# Keys a stage config may hold beyond those of configs/train_stageN.yaml (read with defaults in the code).
+OPTIONAL_KEYS = {"preset": None, "train": {"load_ranks_at_once": None}}
 
 
 def stage_config_path(stage: int) -> Path:
     return CONFIG_DIR / f"train_stage{stage}.yaml"
 
 
+def config_schema(stage: int = 1) -> dict:
+    """Every key a training config may hold: those of configs/train_stage{stage}.yaml plus OPTIONAL_KEYS."""
+    shipped = yaml.safe_load(stage_config_path(stage if stage in (1, 2, 3) else 1).read_text(encoding="utf-8"))
+    schema = schema_of(shipped)
+    for key, value in OPTIONAL_KEYS.items():
+        if isinstance(value, dict):
+            schema.setdefault(key, {}).update(value)
+        else:
+            schema.setdefault(key, value)
+    return schema
+
+
 def set_dotted(config: dict, key: str, value) -> None:
     """``set_dotted(cfg, "train.learning_rate", 1e-3)``; the key must exist (the stage configs list
-    every key), so a typo fails loudly instead of being ignored."""
+    every key), so a typo fails loudly, naming the closest known key, instead of being ignored."""
     parts = key.split(".")
     node = config
-    for part in parts[:-1]:
+    schema = schema_of(config)
+    for depth, part in enumerate(parts[:-1]):
         if not isinstance(node.get(part), dict):
-            raise ValueError(f"unknown config section '{part}' in '{key}' (sections: {', '.join(SECTIONS)})")
+            section = ".".join(parts[:depth])
+            known = {k: v for k, v in node.items() if isinstance(v, dict)}
+            message = unknown_key_message(part, f"{section}." if section else "", known, schema,
+                                          section_label="the top level" if not section else None)
+            raise ValueError(f"--set {key}: {message.replace('unknown key', 'unknown config section', 1)}")
         node = node[part]
     if parts[-1] not in node:
-        raise ValueError(f"unknown config key '{key}'; known keys of '{'.'.join(parts[:-1]) or 'top'}': "
-                       f"{', '.join(sorted(node))}")
+        section = ".".join(parts[:-1])
+        message = unknown_key_message(parts[-1], f"{section}." if section else "", node, schema)
+        raise ValueError(f"--set {key}: {message}")
     node[parts[-1]] = value
+
+
+def _fill_missing(config: dict, defaults: dict) -> dict:
+    """``config`` with every key of ``defaults`` that it lacks (None values of ``config`` are kept)."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _fill_missing(out[key], value)
+    return out
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
@@ -58,15 +99,28 @@ def load_train_config(config_path=None, stage: int | None = None, preset: str | 
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text)
+        config = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ValueError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err}) — save it as UTF-8 YAML") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a training config is a mapping of sections (stage, model, data, train, ...)")
+    if stage is not None and config_path and "stage" not in config:
+        config["stage"] = stage  # a --config file without "stage:" takes it from --stage
     if stage is not None and config.get("stage") != stage:
         raise ValueError(f"{path} is a stage-{config.get('stage')} config, but --stage {stage} was given")
+    unknown = yaml_key_problems(path, root, config_schema(config.get("stage")))
+    if unknown:
+        raise ValueError("unknown key(s) in the training config — fix the spelling (the stage configs in "
+                         "configs/ list every key):\n  " + "\n  ".join(unknown))
+    if config.get("stage") in (1, 2, 3) and path.resolve() != stage_config_path(config["stage"]).resolve():
+        shipped = yaml.safe_load(stage_config_path(config["stage"]).read_text(encoding="utf-8"))
+        config = _fill_missing(config, shipped)  # keys left out keep the shipped stage config's value
     config = copy.deepcopy(config)
     if preset:
         from .presets import preset_overrides
@@ -116,6 +170,8 @@ def settings_problems(config: dict) -> list[str]:
     need(_is_number(value) and value > 0, "train.shift", value, "a finite number > 0 (5.0)")
     value = train.get("seed")
     need(_is_int(value) and 0 <= value < 2**63, "train.seed", value, "an integer in [0, 2^63)")
+    value = train.get("keep_frozen_fp32", True)
+    need(isinstance(value, bool), "train.keep_frozen_fp32", value, "true or false (false under DeepSpeed ZeRO-3)")
     value = train.get("keep_checkpoints")
     need(value is None or (_is_int(value) and value >= 1), "train.keep_checkpoints", value, "null or an integer >= 1")
     for key in ("height", "width"):
@@ -127,6 +183,23 @@ def settings_problems(config: dict) -> list[str]:
     need(_is_int(value) and value >= 0, "data.num_workers", value, "an integer >= 0")
     value = model.get("control_layers")
     need(_is_int(value) and value >= 1, "model.control_layers", value, "an integer >= 1 (12)")
+    for key, value in (("model.weight_dtype", model.get("weight_dtype")), ("model.vae_dtype", model.get("vae_dtype")),
+                       ("train.save_dtype", train.get("save_dtype"))):
+        need(value in DTYPE_NAMES, key, value, f"one of {', '.join(DTYPE_NAMES)}")
+    need(data.get("resize") in RESIZE_MODES, "data.resize", data.get("resize"), f"one of {', '.join(RESIZE_MODES)}")
+    for key, value in (("data.skip_bad", data.get("skip_bad")), ("train.overfit", train.get("overfit")),
+                       ("train.gradient_checkpointing", train.get("gradient_checkpointing")),
+                       ("loss.degraded_terms", config["loss"].get("degraded_terms"))):
+        need(isinstance(value, bool), key, value, "true or false")
+    value = data.get("max_consecutive_bad")
+    need(_is_int(value) and value >= 1, "data.max_consecutive_bad", value, "an integer >= 1")
+    from .degradations import DegradationSettings
+
+    try:  # its own range checks (probabilities, kernels, weights), as messages instead of a traceback
+        DegradationSettings(**config["degradation"])
+    except (ValueError, TypeError) as err:
+        key = str(err).split()[0] if str(err).startswith("degradation.") else "degradation.KEY"
+        problems.append(f"{err} (--set {key}=...)")
     for section in ("degradation", "loss"):
         for key, value in config[section].items():
             flat = value if isinstance(value, (list, tuple)) else [value]

@@ -69,32 +69,43 @@ def to_pixels(frames: torch.Tensor, device) -> torch.Tensor:
 
 
 class InputEncoder:
-    """Frozen encoders of Wan2.1-I2V: VAE, umT5 (+ tokenizer), CLIP vision tower (+ processor)."""
+    """Frozen encoders of Wan2.1-I2V: VAE, umT5 (+ tokenizer), CLIP vision tower (+ processor).
+
+    An encoder may be None when the run never needs it (training from a latent cache,
+    ``runtime.encoders_needed``); asking it for work then raises a RuntimeError naming it."""
 
     def __init__(self, vae, tokenizer, text_encoder, image_encoder, image_processor, device, dtype):
         self.vae, self.tokenizer, self.text_encoder = vae, tokenizer, text_encoder
         self.image_encoder, self.image_processor = image_encoder, image_processor
         self.device, self.dtype = torch.device(device), dtype
 
+    def _require(self, name: str):
+        model = getattr(self, name)
+        if model is None:
+            raise RuntimeError(f"the {name} was not loaded: training from a latent cache loads only the encoders "
+                               "the stage's degradations use, but this sample needs it (a cache entry missing its "
+                               "encodings?); rebuild the latent cache or train without --cache-dir")
+        return model
+
     # ------------------------------------------------------------------ clean encodings (cacheable)
     @torch.no_grad()
     def text(self, text: str) -> torch.Tensor:
-        return encode_prompt(self.tokenizer, self.text_encoder, [text], self.device, self.dtype)
+        return encode_prompt(self.tokenizer, self._require("text_encoder"), [text], self.device, self.dtype)
 
     @torch.no_grad()
     def video(self, pixels: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.vae, pixels)
+        return vae_encode(self._require("vae"), pixels)
 
     @torch.no_grad()
     def first_frame(self, frame: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 3, H, W) -> CLIP tokens (1, L, D) and image latents (1, 20, F, h, w)."""
-        embeds = encode_image(self.image_encoder, clip_pixel_values(frame, self.image_processor).to(self.device),
-                              self.dtype)
-        return embeds, image_condition(self.vae, frame, num_frames)
+        embeds = encode_image(self._require("image_encoder"),
+                              clip_pixel_values(frame, self.image_processor).to(self.device), self.dtype)
+        return embeds, image_condition(self._require("vae"), frame, num_frames)
 
     @torch.no_grad()
     def control(self, pixels: torch.Tensor) -> torch.Tensor:
-        return control_condition(self.vae, pixels)
+        return control_condition(self._require("vae"), pixels)
 
     @torch.no_grad()
     def clean(self, sample: dict) -> dict[str, torch.Tensor]:
@@ -111,8 +122,10 @@ class InputEncoder:
                 noise=None, conditions=None) -> torch.Tensor:
         """Apply a :class:`FrameDegradation` (re-generation, then VAE round trips, then colour drift)."""
         if degradation.regen_timestep is not None:
-            pixels = regenerate_first_frame(denoiser, self.vae, latents, degradation.regen_timestep, noise, conditions)
-        pixels = vae_roundtrip(self.vae, pixels, degradation.vae_rounds)
+            pixels = regenerate_first_frame(denoiser, self._require("vae"), latents, degradation.regen_timestep,
+                                            noise, conditions)
+        if degradation.vae_rounds:
+            pixels = vae_roundtrip(self._require("vae"), pixels, degradation.vae_rounds)
         if degradation.drift is not None:
             pixels = color_drift(pixels, degradation.drift)
         return pixels

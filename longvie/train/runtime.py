@@ -28,7 +28,7 @@ import torch
 
 from ..presets.config import torch_dtype
 from .inputs import InputEncoder
-from .zero import check_cpu_adam, configure_deepspeed
+from .zero import check_cpu_adam, check_keep_frozen_fp32, configure_deepspeed
 
 logger = logging.getLogger("longvie.train")
 T = TypeVar("T")
@@ -50,6 +50,7 @@ def make_accelerator(config: dict):
         accelerator.gradient_accumulation_steps = accum
     configure_deepspeed(accelerator, train_cfg)  # train.max_grad_norm is DeepSpeed's gradient_clipping
     check_cpu_adam(accelerator)  # before hours of loading, not at the first optimizer step
+    check_keep_frozen_fp32(accelerator, train_cfg)  # ZeRO-3 partitions what keep_frozen_fp32 would restore
     return accelerator
 
 
@@ -82,17 +83,37 @@ def _local_world_size(accelerator) -> int:
     return accelerator.num_processes
 
 
-def build_encoder(config: dict, device, text_on_device: bool = True) -> InputEncoder:
-    """The frozen VAE, umT5 and CLIP on ``device``; umT5 (11 GB in bf16) stays on the CPU when
-    ``text_on_device`` is False (training from a latent cache, where prompts are pre-encoded)."""
+def encoders_needed(config: dict, latent_cache: bool) -> tuple[str, ...]:
+    """The frozen encoders a training process must load.
+
+    Without a latent cache: all three. With one, the prompts, CLIP tokens and clean latents are read
+    from the cache, so umT5 is never needed (11 GB per rank in bf16, ~85 GiB host RAM on an 8-GPU node
+    if every rank kept it); CLIP only when a clip's conditioning frame can be degraded (it is then
+    re-encoded: stage-2/3 first-frame degradation, upstream's independent colour drift, degraded
+    history); the VAE when something is encoded from pixels: a degraded depth video, history frames,
+    a degraded frame. (Mirrored by ``longvie.acceleration.memory.TrainingStage.encoders``.)
+    """
+    if not latent_cache:
+        return ("text_encoder", "image_encoder", "vae")
+    d = config["degradation"]
+    history = int(d.get("history_max_frames", 0)) >= 4
+    frame = (d.get("first_frame_p", 0) > 0 or (d.get("color_drift_independent") and d.get("color_drift_p", 0) > 0)
+             or (history and d.get("history_degrade_p", 0) > 0))
+    needed = ["image_encoder"] if frame else []
+    if frame or history or d.get("depth_p", 0) > 0:
+        needed.append("vae")
+    return tuple(needed)
+
+
+def build_encoder(config: dict, device, components=("text_encoder", "image_encoder", "vae")) -> InputEncoder:
+    """The frozen encoders named in ``components`` (see :func:`encoders_needed`) on ``device``; the others
+    are not loaded at all (None in the :class:`InputEncoder`, which refuses work that needs them)."""
     from ..weights.loading import load_base_components
 
     model_cfg = config["model"]
     parts = load_base_components(model_cfg["base_model_dir"], torch_dtype=torch_dtype(model_cfg["weight_dtype"]),
-                                 vae_dtype=torch_dtype(model_cfg["vae_dtype"]))
-    for name in ("text_encoder", "image_encoder", "vae"):
-        parts[name].requires_grad_(False).eval()
-        if name != "text_encoder" or text_on_device:
-            parts[name].to(device)
+                                 vae_dtype=torch_dtype(model_cfg["vae_dtype"]), components=tuple(components))
+    for name in components:
+        parts[name].requires_grad_(False).eval().to(device)
     return InputEncoder(parts["vae"], parts["tokenizer"], parts["text_encoder"], parts["image_encoder"],
                         parts["image_processor"], device, torch_dtype(model_cfg["weight_dtype"]))

@@ -11,6 +11,7 @@ each checkpoint. A resumed run therefore repeats the uninterrupted run's losses.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -40,7 +41,8 @@ from .degradations import DegradationSettings
 from .inputs import ClipInputs
 from .losses import add_noise, degraded_frame_loss, flow_matching_loss, flow_target
 from .metrics import MetricsLogger
-from .runtime import build_encoder, load_in_turns, make_accelerator
+from .outputs import mark_training_output
+from .runtime import build_encoder, encoders_needed, load_in_turns, make_accelerator
 from .zero import keep_frozen_fp32, release_tensors
 
 logger = logging.getLogger("longvie.train")
@@ -238,7 +240,7 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     accum, seed = train_cfg["gradient_accumulation_steps"], train_cfg["seed"]
     if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        mark_training_output(out_dir)  # first: the folder is ours from now on (longvie.train.outputs)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
@@ -255,7 +257,10 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
         if train_cfg["gradient_checkpointing"]:
             denoiser.enable_gradient_checkpointing()
         denoiser.to(device).train()
-        encoder = build_encoder(config, device, text_on_device=build_cache or not data_cfg.get("cache_dir"))
+        # From a latent cache the prompts are pre-encoded: umT5 (and CLIP / the VAE when the stage never
+        # re-encodes) is not loaded at all (runtime.encoders_needed).
+        latent_cache = bool(data_cfg.get("cache_dir")) and not build_cache
+        encoder = build_encoder(config, device, encoders_needed(config, latent_cache))
         return denoiser, trainable, encoder
 
     denoiser, trainable, encoder = load_in_turns(accelerator, load_models, train_cfg.get("load_ranks_at_once", 1))
@@ -278,7 +283,9 @@ def train(config: dict, resume=None, build_cache: bool = False) -> TrainResult:
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
         ds_config["train_micro_batch_size_per_gpu"] = 1
         ds_config["gradient_accumulation_steps"] = accum
-    with keep_frozen_fp32(denoiser):  # DeepSpeed bf16 casts every module; frozen fp32 ones are restored
+    # DeepSpeed bf16 casts every module; frozen fp32 ones are restored (train.keep_frozen_fp32, refused
+    # under ZeRO-3 by runtime.make_accelerator).
+    with keep_frozen_fp32(denoiser) if train_cfg.get("keep_frozen_fp32", True) else contextlib.nullcontext():
         model, optimizer = accelerator.prepare(denoiser, optimizer)
     checkpointing.install_state_hooks(accelerator)
     unwrapped = accelerator.unwrap_model(model)

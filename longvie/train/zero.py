@@ -9,9 +9,13 @@ the CPU Adam op.
   (collectively) with ``deepspeed.zero.GatheredParameters``.
 * :func:`keep_frozen_fp32`: DeepSpeed's bf16 mode casts the whole module to bf16, including the
   modules the DiT keeps in float32 (time embedder, modulation tables, norms: diffusers'
-  ``_keep_in_fp32_modules``). Their float32 values are saved before ``prepare`` and put back after
-  it for the frozen ones (the optimizer never sees frozen tensors, so their dtype is free). Trainable
-  ones stay bf16 in the module, with DeepSpeed's float32 master copy in the optimizer.
+  ``_keep_in_fp32_modules``) and, before DeepSpeed 0.18, the float32 buffers (the RoPE tables).
+  Their float32 values are saved before ``prepare`` and put back after it for the frozen ones (the
+  optimizer never sees frozen tensors, so their dtype is free). Trainable ones stay bf16 in the
+  module, with DeepSpeed's float32 master copy in the optimizer. Setting ``train.keep_frozen_fp32``;
+  :func:`check_keep_frozen_fp32` refuses it under ZeRO-3 before anything loads: ZeRO-3 partitions the
+  parameters over the ranks, and putting a whole float32 tensor back into a partitioned parameter
+  would break DeepSpeed's bookkeeping of it.
 * :func:`configure_deepspeed`: one gradient-clipping setting. DeepSpeed clips with its own
   ``gradient_clipping`` and ignores ``accelerator.clip_grad_norm_``; it is set from
   ``train.max_grad_norm`` (0 / null: no clipping).
@@ -84,12 +88,31 @@ def fp32_module_names(model: torch.nn.Module) -> list[str]:
     return names
 
 
+KEEP_FROZEN_FP32_ZERO3 = (
+    "train.keep_frozen_fp32 is true, but the accelerate config runs DeepSpeed ZeRO-3 (deepspeed_config: "
+    "zero_stage: 3), which partitions every parameter over the ranks: putting the frozen float32 modules "
+    "(time embedder, modulation tables, norms) back after `prepare` would replace each rank's partition "
+    "with a whole tensor. Use ZeRO-2 (configs/accelerate/deepspeed_zero2_8gpu.yaml, the released setup), or "
+    "run with --set train.keep_frozen_fp32=false (those modules then stay in bf16, as DeepSpeed casts them)."
+)
+
+
+def check_keep_frozen_fp32(accelerator, train_cfg: dict) -> None:
+    """Raise ValueError (:data:`KEEP_FROZEN_FP32_ZERO3`) for ``train.keep_frozen_fp32`` under ZeRO-3."""
+    if train_cfg.get("keep_frozen_fp32", True) and _zero_stage(accelerator) >= 3:
+        raise ValueError(KEEP_FROZEN_FP32_ZERO3)
+
+
 @contextlib.contextmanager
 def keep_frozen_fp32(model: torch.nn.Module):
-    """Around ``accelerator.prepare``: put back the float32 values of frozen fp32 modules afterwards."""
+    """Around ``accelerator.prepare``: put back the float32 values of frozen fp32 modules (and of the
+    float32 buffers, which older DeepSpeed casts too) afterwards. Not under ZeRO-3
+    (:func:`check_keep_frozen_fp32`)."""
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
-    saved = {name: tensors[name].detach().to("cpu", copy=True) for name in fp32_module_names(model)
+    names = set(fp32_module_names(model))
+    names.update(name for name, buffer in model.named_buffers() if buffer.dtype == torch.float32)
+    saved = {name: tensors[name].detach().to("cpu", copy=True) for name in sorted(names)
              if not tensors[name].requires_grad}
     yield
     tensors = dict(model.named_parameters())

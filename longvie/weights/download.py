@@ -6,6 +6,7 @@
     python download_wan2.1.py --check-only         # check what is on disk; print the config lines
     python download_wan2.1.py --check-only --deep  # also read every tensor and look for NaN/Inf (minutes)
     python download_wan2.1.py --source modelscope  # base model from ModelScope (pip install modelscope)
+    python download_wan2.1.py --fast-lora          # also the 4-step distill LoRA of the fast mode (~0.7 GB)
 
 Downloads go through huggingface_hub (progress bars; an interrupted run resumes where it stopped when
 started again). Afterwards every file is checked: each shard named in a *.safetensors.index.json
@@ -44,8 +45,13 @@ APPROX_BASE_SIZE = "roughly 80 GB"
 LONGVIE_REPO = "Vchitect/LongVie2"
 # Names used by upstream LongVie's sample_longvideo.sh (./models/LongVie/{control,dit}.safetensors).
 LONGVIE_FILES = ("control.safetensors", "dit.safetensors")
+# The fast mode's LoRA (configs/longvie2_i2v_14b_fast.yaml): LightX2V's step- and CFG-distilled LoRA for
+# Wan2.1-I2V-14B-480P, as LightX2V's docs link it (docs/EN/source/method_tutorials/step_distill.md).
+FAST_LORA_REPO = "lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v"
+FAST_LORA_FILE = "loras/Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_DOWNLOAD_FAILED = 0, 1, 2
+EXIT_USAGE = 2  # a folder option names a file (as argparse's own usage errors)
 
 
 @dataclass
@@ -80,6 +86,9 @@ def make_plan(args) -> list[Item]:
                          base_dir_of(args), args.source, patterns=BASE_PATTERNS[args.layout]))
     if not args.skip_longvie:
         plan.append(Item("LongVie 2 weights", args.longvie_repo, longvie_dir_of(args), files=list(args.longvie_files)))
+    if getattr(args, "fast_lora", False):
+        plan.append(Item("4-step distill LoRA (fast mode)", FAST_LORA_REPO, (args.output / "loras").resolve(),
+                         files=[FAST_LORA_FILE]))
     return plan
 
 
@@ -213,6 +222,9 @@ def parse_args(argv=None):
                         help="file names in the LongVie 2 repo (default: control.safetensors dit.safetensors)")
     parser.add_argument("--skip-base", action="store_true", help="do not download the base model")
     parser.add_argument("--skip-longvie", action="store_true", help="do not download the LongVie 2 weights")
+    parser.add_argument("--fast-lora", action="store_true",
+                        help=f"also fetch the fast mode's LoRA ({FAST_LORA_REPO}, {FAST_LORA_FILE}) into OUTPUT/loras "
+                             "(configs/longvie2_i2v_14b_fast.yaml, --fast)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the local state; download nothing")
     parser.add_argument("--check-only", action="store_true", help="check the files on disk; download nothing")
     parser.add_argument("--deep", action="store_true",
@@ -247,9 +259,37 @@ def main(argv=None) -> int:
         return EXIT_DOWNLOAD_FAILED
 
 
+def path_problems(args) -> list[str]:
+    """Folders named on the command line that are files (or lie under a file): one sentence each."""
+    problems = []
+    for flag, value in (("--output", args.output), ("--base-dir", args.base_dir), ("--longvie-dir", args.longvie_dir)):
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_file():
+            problems.append(f"{flag} {path} is a file, not a folder; {flag} names the folder the weights are (or "
+                            "will be) in — give that folder")
+            continue
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            problems.append(f"{flag} {path}: {parent} is a file, so this folder cannot exist; give a folder path")
+    return problems
+
+
 def _run(argv=None) -> int:
     args = parse_args(argv)
+    problems = path_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     plan = make_plan(args)
+    files = [item for item in plan if item.target.is_file()]
+    if files:
+        for item in files:
+            print(f"error: {item.target} ({item.what}) is a file, not a folder; move it away or name the folder with "
+                  f"{'--longvie-dir' if item.files else '--base-dir'}", file=sys.stderr)
+        return EXIT_USAGE
     if args.dry_run:
         print(f"Plan (nothing is downloaded; the base model is {APPROX_BASE_SIZE}, LongVie 2 a few GB):")
         for item in plan:

@@ -110,38 +110,51 @@ def longvie_weight_paths(longvie_dir) -> tuple[Path, Path | None]:
     return control, (dit if dit.is_file() else None)
 
 
+BASE_COMPONENTS = ("text_encoder", "image_encoder", "vae")
+
+
 def load_base_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
-                         vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True) -> dict:
+                         vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True,
+                         components=BASE_COMPONENTS) -> dict:
     """Tokenizer, umT5 encoder, CLIP vision tower (+ its image processor) and VAE of Wan2.1-I2V.
 
-    Returns a dict with keys tokenizer, text_encoder, image_encoder, image_processor, vae
-    (``text_encoder=False``: umT5 is not read, its entry is None).
+    Returns a dict with keys tokenizer, text_encoder, image_encoder, image_processor, vae.
+    ``components``: which of text_encoder (with the tokenizer), image_encoder (with the image processor)
+    and vae to load; the others are None and never read (training from a latent cache needs no umT5).
+    ``text_encoder=False``: umT5 is not read (its entry is None) but the tokenizer is.
     """
+    unknown = set(components) - set(BASE_COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown component(s) {sorted(unknown)}; choose from {BASE_COMPONENTS}")
     layout = detect_layout(base_dir)
     if layout == "original":
         from .original_layout import load_original_components
         return load_original_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
-                                        text_encoder=text_encoder)
+                                        text_encoder=text_encoder, components=components)
 
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
     base_dir = Path(base_dir)
-    for sub in ("tokenizer", "text_encoder", "image_encoder", "vae"):
+    subfolders = {"text_encoder": ("tokenizer", "text_encoder"), "image_encoder": ("image_encoder",), "vae": ("vae",)}
+    for sub in (sub for name in components for sub in subfolders[name]):
         if not (base_dir / sub).is_dir():
             raise WeightsError(f"{base_dir / sub}: missing. A diffusers-layout Wan2.1-I2V folder has tokenizer/, "
                                "text_encoder/, image_encoder/, image_processor/, transformer/ and vae/; "
                                "re-run `python download_wan2.1.py`.")
-    image_processor = (CLIPImageProcessor.from_pretrained(base_dir / "image_processor")
-                       if (base_dir / "image_processor").is_dir() else None)
-    return dict(
-        tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer"),
-        text_encoder=(UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype).eval()
-                      if text_encoder else None),
-        image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype).eval(),
-        image_processor=image_processor,
-        vae=AutoencoderKLWan.from_pretrained(base_dir, subfolder="vae", torch_dtype=vae_dtype).eval(),
-    )
+    parts = dict.fromkeys(("tokenizer", "text_encoder", "image_encoder", "image_processor", "vae"))
+    if "text_encoder" in components:
+        parts["tokenizer"] = AutoTokenizer.from_pretrained(base_dir / "tokenizer")
+        if text_encoder:
+            parts["text_encoder"] = UMT5EncoderModel.from_pretrained(base_dir / "text_encoder",
+                                                                     dtype=torch_dtype).eval()
+    if "image_encoder" in components:
+        parts["image_encoder"] = CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype).eval()
+        parts["image_processor"] = (CLIPImageProcessor.from_pretrained(base_dir / "image_processor")
+                                    if (base_dir / "image_processor").is_dir() else None)
+    if "vae" in components:
+        parts["vae"] = AutoencoderKLWan.from_pretrained(base_dir, subfolder="vae", torch_dtype=vae_dtype).eval()
+    return parts
 
 
 def load_denoiser(base_dir, control_path, dit_path=None, torch_dtype: torch.dtype = torch.bfloat16,

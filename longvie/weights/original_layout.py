@@ -300,25 +300,33 @@ def load_original_vae(path, torch_dtype: torch.dtype = torch.float32, hint: str 
 
 
 def load_original_components(base_dir, torch_dtype: torch.dtype = torch.bfloat16,
-                             vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True) -> dict:
+                             vae_dtype: torch.dtype = torch.float32, text_encoder: bool = True,
+                             components=("text_encoder", "image_encoder", "vae")) -> dict:
     """Tokenizer, umT5, CLIP vision tower (+ image processor) and VAE from the original layout.
 
     Returns the same dict as the diffusers-layout path: tokenizer, text_encoder, image_encoder,
-    image_processor, vae (``text_encoder=False``: umT5 is not read, its entry is None).
+    image_processor, vae (None for what ``components`` leaves out; ``text_encoder=False``: umT5 is not
+    read, its entry is None, the tokenizer is).
     """
     from transformers import AutoTokenizer
 
     base_dir = Path(base_dir)
     overrides = read_arch_overrides(base_dir)
-    tokenizer_dir = base_dir / ORIGINAL_T5_TOKENIZER_DIR
-    if not tokenizer_dir.is_dir():
-        raise WeightsError(f"{tokenizer_dir}: umT5 tokenizer folder not found. {_hint(base_dir, 'google/umt5-xxl/')}")
-    text_encoder = load_original_text_encoder(base_dir / ORIGINAL_T5_FILE, torch_dtype,
-                                              _hint(base_dir, ORIGINAL_T5_FILE),
-                                              **overrides.get("text_encoder", {})) if text_encoder else None
-    image_encoder, image_processor = load_original_image_encoder(
-        base_dir / ORIGINAL_CLIP_FILE, torch_dtype, _hint(base_dir, ORIGINAL_CLIP_FILE),
-        **overrides.get("image_encoder", {}))
-    vae = load_original_vae(base_dir / ORIGINAL_VAE_FILE, vae_dtype, _hint(base_dir, ORIGINAL_VAE_FILE))
-    return dict(tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir), text_encoder=text_encoder,
-                image_encoder=image_encoder, image_processor=image_processor, vae=vae)
+    parts = dict.fromkeys(("tokenizer", "text_encoder", "image_encoder", "image_processor", "vae"))
+    if "text_encoder" in components:
+        tokenizer_dir = base_dir / ORIGINAL_T5_TOKENIZER_DIR
+        if not tokenizer_dir.is_dir():
+            raise WeightsError(f"{tokenizer_dir}: umT5 tokenizer folder not found. "
+                               f"{_hint(base_dir, 'google/umt5-xxl/')}")
+        if text_encoder:
+            parts["text_encoder"] = load_original_text_encoder(base_dir / ORIGINAL_T5_FILE, torch_dtype,
+                                                               _hint(base_dir, ORIGINAL_T5_FILE),
+                                                               **overrides.get("text_encoder", {}))
+        parts["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if "image_encoder" in components:
+        parts["image_encoder"], parts["image_processor"] = load_original_image_encoder(
+            base_dir / ORIGINAL_CLIP_FILE, torch_dtype, _hint(base_dir, ORIGINAL_CLIP_FILE),
+            **overrides.get("image_encoder", {}))
+    if "vae" in components:
+        parts["vae"] = load_original_vae(base_dir / ORIGINAL_VAE_FILE, vae_dtype, _hint(base_dir, ORIGINAL_VAE_FILE))
+    return parts

@@ -138,3 +138,12 @@ def test_quantising_on_a_work_device_keeps_the_result_where_asked():
     assert linear.weight.dtype == torch.float32  # the source layer is not changed
     with pytest.raises(ValueError, match="FP8 kind"):
         FP8Linear(4, 4, kind="int8")
+
+
+def test_the_memory_estimator_counts_the_same_fp8_layers():
+    """The estimator selects FP8 layers by the name patterns of fp8.py; they must be exactly the converted ones."""
+    from longvie.acceleration import memory
+
+    denoiser = tiny_denoiser()
+    assert sorted(memory.fp8_linear_names(denoiser)) == sorted(fp8_target_names(denoiser))
+

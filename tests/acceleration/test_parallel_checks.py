@@ -92,6 +92,11 @@ def no_loading(monkeypatch):
     ("2", "0", ["--cfg-parallel", "--cfg", "1.0"], "--cfg-parallel puts the two guidance branches"),
     ("2", "0", ["--sp", "2", "--device", "cuda"], "LOCAL_RANK=3 but this machine shows only"),
     ("100", "0", ["--sp", "100"], "a clip has only 84 tokens"),
+    # --split-gpus (sample_longvideo.sh --gpus N): guidance off -> sequence parallel over all N ranks;
+    # guidance on and N even -> CFG-parallel x N/2
+    ("100", "0", ["--split-gpus", "--cfg", "1.0"], "--sp 100"),
+    ("200", "0", ["--split-gpus", "--cfg", "5.0"], "--sp 100"),
+    ("2", "0", ["--split-gpus", "--sp", "2"], "--split-gpus chooses --sp and --cfg-parallel itself"),
 ])
 def test_sample_cli_refuses_before_loading(tmp_path, monkeypatch, capsys, no_loading, world, rank, extra, expected):
     from longvie.longvideo.cli import main

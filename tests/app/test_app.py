@@ -114,7 +114,7 @@ def run_events(events) -> list[JobEvent]:
 
 def test_generate_streams_steps_and_clips_then_lists_and_zips(studio, example, tmp_path):
     events = run_events(studio.new_run(request_for(example, name="first run")))
-    kinds = [e.kind for e in events]
+    kinds = [e.kind for e in events if e.kind != "preview"]  # previews: see test_previews_during_a_clip...
     assert kinds[-1] == "done", events[-1].message
     steps = [(e.clip, e.step) for e in events if e.kind == "step"]
     assert steps == [(0, 1), (0, 2), (1, 1), (1, 2)]
@@ -141,7 +141,7 @@ def test_generate_streams_steps_and_clips_then_lists_and_zips(studio, example, t
     html = render_clips(views)
     assert html.count("<video") == 6 and 'id="clip-1-generated"' in html
     again = run_events(studio.new_run(request_for(example, name="first run")))
-    assert again[-1].kind == "error" and "already exists" in again[-1].message
+    assert again[-1].kind == "error" and "already taken" in again[-1].message
 
 
 def test_cancel_stops_after_a_step_and_resume_equals_uninterrupted(studio, example):
@@ -283,7 +283,7 @@ def test_one_job_at_a_time(studio, example):
     runs = {p.name: p for p in studio.outputs.iterdir()}
     started = [json.loads((runs[name] / "manifest.json").read_text())["created_at"] for name in ("a", "b")]
     log_a, log_b = ((runs[name] / "run.log").read_text() for name in ("a", "b"))
-    assert "clip 2/2 done" in log_a and "clip 2/2 done" in log_b and started[0] <= started[1]
+    assert "clip 1 done (2 of 2)" in log_a and "clip 1 done (2 of 2)" in log_b and started[0] <= started[1]
 
 
 def test_preload_loads_once(tmp_path, monkeypatch, tiny_pipeline):
@@ -302,3 +302,432 @@ def test_preload_loads_once(tmp_path, monkeypatch, tiny_pipeline):
     config = tmp_path / "released.yaml"
     config.write_text(f"base_model_dir: {tmp_path / 'no_base'}\nlongvie_dir: {tmp_path / 'no_longvie'}\n")
     assert Studio(str(config), tmp_path / "o2").preload() is None  # no weights: nothing to load
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairing uploaded controls with clips (issue 22, point 1)
+# ------------------------------------------------------------------------------------------------
+from longvie.app.pairing import clip_number, order_by_clip, pair_controls, render_pairing  # noqa: E402
+
+
+@pytest.mark.parametrize("name, number", [
+    ("depth_03.mp4", 3), ("track_00.mp4", 0), ("scene-depth-12 (1).mp4", 12), ("track7.mp4", 7),
+    ("ride_horse_depth_05.mp4", 5), ("clip2_depth.mp4", 2), ("depth.mp4", None), ("a.mp4", None),
+])
+def test_clip_number_of_a_file_name(name, number):
+    assert clip_number(name) == number
+
+
+def test_order_by_clip_numbers_upload_order_and_counting_from_one(tmp_path):
+    def paths(*names):  # gradio keeps uploads as <cache>/<content hash>/<user's name>
+        return [tmp_path / f"hash{i}" / name for i, name in enumerate(names)]
+
+    mapping, how, notes = order_by_clip(paths("depth_02.mp4", "depth_00.mp4", "depth_01.mp4"), "depth")
+    assert how == "file numbers" and notes == []
+    assert {k: v.name for k, v in mapping.items()} == {0: "depth_00.mp4", 1: "depth_01.mp4", 2: "depth_02.mp4"}
+    mapping, how, notes = order_by_clip(paths("d2.mp4", "d1.mp4"), "depth")  # counted from 1
+    assert {k: v.name for k, v in mapping.items()} == {0: "d1.mp4", 1: "d2.mp4"} and "start at 1" in notes[0]
+    mapping, how, notes = order_by_clip(paths("b.mp4", "a.mp4"), "track")  # no numbers: upload order
+    assert how == "upload order" and [mapping[i].name for i in range(2)] == ["b.mp4", "a.mp4"]
+    assert "carry no number" in notes[0]
+    mapping, how, notes = order_by_clip(paths("x_depth_1.mp4", "y_depth_1.mp4"), "depth")  # a number twice
+    assert how == "upload order" and "carry the number 1" in notes[0]
+
+
+def fake_probe(sizes: dict):
+    def probe(path):
+        return sizes[path.name]
+    return probe
+
+
+def test_pair_controls_flags_resizes_cuts_and_problems(tmp_path):
+    names = {"depth_00.mp4": (81, 640, 352), "depth_01.mp4": (100, 832, 480), "depth_02.mp4": (40, 640, 352),
+             "track_00.mp4": (81, 640, 352), "track_01.mp4": (81, 640, 480), "track_02.mp4": (81, 640, 352)}
+    depth = [tmp_path / n for n in ("depth_01.mp4", "depth_02.mp4", "depth_00.mp4")]
+    track = [tmp_path / n for n in ("track_00.mp4", "track_02.mp4", "track_01.mp4")]
+    paired = pair_controls(depth, track, num_frames=81, height=352, width=640, probe=fake_probe(names))
+    assert [(r.clip, r.depth.name, r.track.name) for r in paired.rows] == [
+        (0, "depth_00.mp4", "track_00.mp4"), (1, "depth_01.mp4", "track_01.mp4"), (2, "depth_02.mp4", "track_02.mp4")]
+    assert paired.rows[0].depth.changes == [] and paired.rows[0].track.changes == []
+    # 832x480 is within 10% of 640x352's aspect: stretched, as upstream inference; 640x480 is not: cropped
+    assert paired.rows[1].depth.changes == ["cut: its first 81 of 100 frames are used",
+                                            "resized 832x480 -> 640x352 (stretched)"]
+    assert paired.rows[1].track.changes == ["resized 640x480 -> 640x352 (short side scaled, then centre-cropped)"]
+    assert paired.problems == ["clip 2 depth video depth_02.mp4: 40 frames, a clip needs 81"]
+    assert paired.clips == 3  # the problem is reported; the rows are all there
+    html = render_pairing(paired)
+    assert html.count('id="pair-') == 3 and "centre-cropped" in html and "lv-bad-row" in html
+
+    missing = pair_controls(depth, track[:2], num_frames=81, height=352, width=640, probe=fake_probe(names))
+    assert "clip 1: no track video" in missing.problems[0] and missing.clips == 1
+    gap = pair_controls([tmp_path / "depth_00.mp4", tmp_path / "depth_02.mp4"],
+                        [tmp_path / "track_00.mp4", tmp_path / "track_02.mp4"], probe=fake_probe(names))
+    assert gap.clips == 1 and "no depth or track video for clip 1" in gap.problems[0]
+    given = pair_controls(depth, track, probe=fake_probe(names), order="given")  # a cond.json's order
+    assert [r.depth.name for r in given.rows] == ["depth_01.mp4", "depth_02.mp4", "depth_00.mp4"]
+    unreadable = pair_controls([tmp_path / "depth_00.mp4"], [tmp_path / "track_00.mp4"],
+                               probe=lambda path: (_ for _ in ()).throw(ValueError("broken")))
+    assert unreadable.problems[0] == "clip 0 depth video depth_00.mp4: cannot be read as a video"
+
+
+def test_shuffled_real_uploads_land_on_their_clips(example, tmp_path):
+    """Real files, uploaded in shuffled order under gradio-like temporary paths whose hash folders
+    sort the other way: the clip's controls are found by their names, checked by content."""
+    import hashlib
+    import shutil
+
+    uploads = {}
+    for kind in ("depth", "track"):
+        for index, source in enumerate(example[kind]):
+            folder = tmp_path / f"{'z' if index == 0 else 'a'}{kind}"  # clip 0's temp path sorts last
+            folder.mkdir()
+            uploads[(kind, index)] = shutil.copyfile(source, folder / f"my_{kind}_{index:02d}.mp4")
+    paired = pair_controls([uploads[("depth", 1)], uploads[("depth", 0)]],
+                           [uploads[("track", 0)], uploads[("track", 1)]], num_frames=FRAMES, height=HEIGHT,
+                           width=WIDTH)
+    assert paired.problems == [] and paired.clips == 2
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for index in range(2):
+        assert digest(paired.depth[index]) == digest(example["depth"][index])
+        assert digest(paired.track[index]) == digest(example["track"][index])
+    cond = stage_condition_folder(tmp_path / "inputs", example["image"], paired.depth, paired.track, example["texts"])
+    for index, entry in enumerate(json.loads(cond.read_text())):
+        assert digest(cond.parent / entry["depth"]) == digest(example["depth"][index])
+
+
+def test_replaced_uploads_and_field_classification():
+    from longvie.app.ui import classify, replaced_uploads, scrub_paths
+
+    assert scrub_paths("clip 0 depth video /tmp/gradio/3f2a/my_depth_00.mp4: has 5 frames") == \
+        "clip 0 depth video my_depth_00.mp4: has 5 frames"
+    assert scrub_paths("run /srv/runs/app/r1 is locked", {"/srv/runs/app": "app"}) == "run app/r1 is locked"
+
+    assert replaced_uploads(["a", "b", "c"], ["a", "b"]) == ["c"]  # gradio appended: keep the new upload only
+    assert replaced_uploads(["a"], ["a", "b"]) == ["a"]  # a file removed with its x
+    assert replaced_uploads(["c", "d"], ["a"]) == ["c", "d"]
+    found = classify(["prompt table row 1 (clip 0): empty prompt", "run name x: already taken", "LoRA y: no",
+                      "first frame: missing"])
+    assert found["prompts"] and found["settings"] and found["lora"] and found["inputs"] == ["first frame: missing"]
+
+
+def test_page_settings_in_page_words():
+    from longvie.app.inputs import check_page_settings
+
+    numbers, problems = check_page_settings({"seed": "3", "steps": 2, "cfg": "4.5", "height": 32, "width": 48,
+                                             "num_frames": 9})
+    assert problems == [] and numbers == {"seed": 3, "steps": 2, "cfg": 4.5, "height": 32, "width": 48,
+                                          "num_frames": 9}
+    _, problems = check_page_settings({"steps": 0, "height": 30, "width": 48, "num_frames": 10, "cfg": "x",
+                                       "seed": 1.5})
+    text = "\n".join(problems)
+    assert "Steps 0: must be at least 1" in text and "Height 30: must be a positive multiple of 16" in text
+    assert "Frames per clip 10: must be 4k+1" in text and "CFG 'x': not a number" in text
+    assert "Seed 1.5: must be a whole number" in text and "--" not in text  # no command-line flags
+
+
+# ------------------------------------------------------------------------------------------------
+# Logins, allowed folders, owners (issue 22, point 2)
+# ------------------------------------------------------------------------------------------------
+from longvie.app import access  # noqa: E402
+
+
+def test_auth_options_parse(tmp_path):
+    assert access.parse_auth("alice:se:cret") == ("alice", "se:cret")  # the password may hold ':'
+    for bad in ("alice", ":pw", "alice:", ""):
+        with pytest.raises(ValueError, match="expected USER:PASSWORD"):
+            access.parse_auth(bad)
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# team\nbob:pw1\n\ncarol:pw2\n")
+    assert access.read_auth_file(logins) == [("bob", "pw1"), ("carol", "pw2")]
+    assert access.load_logins(["alice:x", "bob:old"], logins) == [("alice", "x"), ("bob", "pw1"), ("carol", "pw2")]
+    logins.write_text("bob:pw1\nnocolon\n")
+    with pytest.raises(ValueError, match="line 2"):
+        access.read_auth_file(logins)
+    with pytest.raises(ValueError, match="not found"):
+        access.read_auth_file(tmp_path / "missing.txt")
+    logins.chmod(0o644)
+    assert not access.auth_file_is_private(logins)
+    logins.chmod(0o600)
+    assert access.auth_file_is_private(logins)
+
+
+def test_network_exposure_warning():
+    assert not access.is_exposed("127.0.0.1") and not access.is_exposed("localhost") and not access.is_exposed("::1")
+    assert access.is_exposed("0.0.0.0") and access.is_exposed("192.168.1.5") and access.is_exposed("127.0.0.1", True)
+    assert access.exposure_warning("127.0.0.1", False, False) is None
+    assert access.exposure_warning("0.0.0.0", False, True) is None  # a login is set
+    warning = access.exposure_warning("0.0.0.0", False, False)
+    assert "WITHOUT A LOGIN" in warning and "--auth" in warning
+    assert "gradio.live" in access.exposure_warning("127.0.0.1", True, False)
+
+
+def test_cli_refuses_a_malformed_login(capsys):
+    from longvie.app.__main__ import main
+
+    assert main(["--preset", "tiny", "--auth", "nocolon"]) == 2  # before any model or server starts
+    assert "expected USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_allowed_dirs_resolve_symlinks_and_dots(tmp_path):
+    outputs, examples, secret = tmp_path / "outputs", tmp_path / "examples", tmp_path / "secret"
+    for folder in (outputs, examples / "synthetic", secret):
+        folder.mkdir(parents=True)
+    (examples / "escape").symlink_to(secret)
+    allowed = access.AllowedDirs.create(outputs, [examples])
+    assert allowed.resolve(str(examples / "synthetic")) == (examples / "synthetic").resolve()
+    assert allowed.resolve("synthetic") == (examples / "synthetic").resolve()  # relative to a shared folder
+    for bad in (str(secret), str(examples / "escape"), str(examples / ".." / "secret"), "/etc", "../secret"):
+        with pytest.raises(access.NotAllowedError, match="not inside the folders this server shares"):
+            allowed.resolve(bad)
+    with pytest.raises(access.NotAllowedError, match="not found"):
+        allowed.resolve(str(examples / "nothing"))
+    with pytest.raises(access.NotAllowedError, match="empty"):
+        allowed.resolve("  ")
+    assert access.AllowedDirs.create(outputs).labels == [str(outputs), "examples"]  # the default
+
+
+def test_condition_folder_files_must_stay_inside_the_allowed_folders(tmp_path, example):
+    from longvie.app.inputs import read_condition_folder
+
+    shared, outside = tmp_path / "shared", tmp_path / "outside"
+    shared.mkdir()
+    outside.mkdir()
+    (shared / "cond.json").write_text(json.dumps([{"text": "t", "depth": str(example["depth"][0]),
+                                                   "track": "../outside/track.mp4"}]))
+    (outside / "track.mp4").write_bytes(example["track"][0].read_bytes())
+    allowed = access.AllowedDirs.create(shared, [])
+    with pytest.raises(AppInputError) as err:
+        read_condition_folder(shared, allowed)
+    assert "clip 0 depth video depth_00.mp4: outside the folders" in str(err.value)
+    assert "clip 0 track video track.mp4: outside the folders" in str(err.value)
+    assert str(outside) not in str(err.value) and str(example["depth"][0].parent) not in str(err.value)
+
+
+def test_lora_rows_uploaded_or_shared(tmp_path):
+    from longvie.app.inputs import lora_specs
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "style.safetensors").write_bytes(b"x")
+    (shared / "notes.txt").write_text("x")
+    upload = tmp_path / "cache" / "hash" / "fast.safetensors"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"x")
+    allowed = access.AllowedDirs.create(shared, [])
+    specs, problems = lora_specs([["fast.safetensors", 1.0], ["style.safetensors", "0.5"], ["", None]],
+                                 {"fast.safetensors": str(upload)}, allowed.resolve)
+    assert problems == [] and specs == [f"{upload}:1", f"{(shared / 'style.safetensors').resolve()}:0.5"]
+    _, problems = lora_specs([["notes.txt", 1], ["style.safetensors", "strong"], ["/etc/passwd", 1]], {},
+                             allowed.resolve)
+    assert "LoRA notes.txt: not a .safetensors file" in problems[0]
+    assert "scale 'strong' is not a number" in problems[1]
+    assert "not inside the folders this server shares" in problems[2]
+
+
+def test_lora_library_missing_or_bad_file_is_a_message_before_the_queue(studio, example, tmp_path):
+    with pytest.raises(AppInputError) as err:
+        studio.prepare_new_run(request_for(example, loras=[f"{tmp_path / 'none.safetensors'}:1"]))
+    assert "LoRA" in str(err.value)
+    assert not list(studio.outputs.glob("*")) if studio.outputs.exists() else True
+
+
+class FakeJob:
+    """A job whose steps the test releases one by one."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Semaphore(0)
+        self.started = threading.Event()
+
+    def __call__(self, control):
+        self.started.set()
+        for step in range(1, 4):
+            if not self.release.acquire(timeout=30):
+                break
+            yield JobEvent("step", clip=0, step=step, steps=3, num_clips=1)
+            if control.cancel.is_set():
+                yield JobEvent("cancelled", "cancelled")
+                return
+        yield JobEvent("done", "done")
+
+
+def test_jobs_belong_to_their_session(tmp_path):
+    from longvie.app.jobs import JobManager, NotYours
+
+    manager = JobManager()
+    alice, bob = access.owner_key("alice-session"), access.owner_key("bob-session")
+    assert alice != bob and len(alice) == 32 and access.owner_key(None) is None
+    first, second = FakeJob(), FakeJob()
+    discarded = []
+    job_a = manager.submit("run-a", "generate", alice, first)
+    job_b = manager.submit("run-b", "generate", bob, second, on_discard=lambda: discarded.append("run-b"))
+    assert first.started.wait(10)
+    assert manager.position(job_a) is None and manager.position(job_b) == (1, 1)  # one job ahead of bob's
+    with pytest.raises(ValueError, match="already"):
+        manager.submit("run-a", "resume", alice, FakeJob())
+    with pytest.raises(NotYours):
+        manager.cancel("run-a", bob)  # bob cannot cancel alice's job
+    with pytest.raises(NotYours):
+        manager.stop_after_clip("run-a", None)
+    assert not job_a.control.cancel.is_set()
+    first.release.release()
+    while job_a.step is None:
+        manager.wait(manager.version, timeout=1)
+    assert "stops after clip 0" in manager.stop_after_clip("run-a", alice)  # a step ran: clip 0 is active
+    assert job_a.control.stop_after_clip.is_set()
+    assert "Cancelled before it started" in manager.cancel("run-b", bob)  # a waiting job leaves the queue
+    assert job_b.state == "cancelled" and discarded == ["run-b"] and not second.started.is_set()
+    assert "Cancelling" in manager.cancel("run-a", alice)
+    first.release.release()
+    deadline = __import__("time").monotonic() + 30
+    while job_a.active and __import__("time").monotonic() < deadline:
+        manager.wait(manager.version, timeout=1)
+    assert job_a.state == "cancelled" and [j.id for j in manager.jobs_of(alice)] == ["run-a"]
+
+
+def test_runs_are_listed_for_their_owner_only(studio, example):
+    from longvie.app.runs import visible_runs
+
+    alice, bob = access.owner_key("a"), access.owner_key("b")
+    events = run_events(studio.run_prepared(studio.prepare_new_run(request_for(example, name="mine", owner=alice,
+                                                                               texts=example["texts"][:1]))))
+    assert events[-1].kind == "done", events[-1].message
+    assert access.read_owner(studio.outputs / "mine") == alice
+    assert [r.path.name for r in visible_runs(studio.outputs, alice)] == ["mine"]
+    assert visible_runs(studio.outputs, bob) == [] and visible_runs(studio.outputs, None) == []
+    [shared] = visible_runs(studio.outputs, bob, shared=True)
+    assert shared.label_for(bob).endswith("· read only") and not shared.label_for(alice).endswith("read only")
+    # A prepared run cancelled while queued leaves nothing behind.
+    prepared = studio.prepare_new_run(request_for(example, name="never", owner=alice))
+    assert (studio.outputs / "never" / "inputs" / "cond.json").is_file()
+    studio.discard(prepared)
+    assert not (studio.outputs / "never").exists()
+
+
+def test_server_folders_under_outputs_follow_run_owners(tmp_path, studio):
+    from longvie.app.jobs import JobManager
+    from longvie.app.ui import Page
+
+    alice, bob = access.owner_key("a"), access.owner_key("b")
+    for name, owner in (("alices", alice), ("bobs", bob)):
+        (studio.outputs / name / "inputs").mkdir(parents=True)
+        access.write_owner(studio.outputs / name, owner)
+    page = Page(studio, JobManager(), access.AllowedDirs.create(studio.outputs, []), shared_runs=False)
+    assert page.server_folder(str(studio.outputs / "alices" / "inputs"), alice, "folder").name == "inputs"
+    with pytest.raises(access.NotAllowedError, match="not found"):
+        page.server_folder(str(studio.outputs / "bobs" / "inputs"), alice, "folder")
+    page.shared = True
+    assert page.server_folder(str(studio.outputs / "bobs" / "inputs"), alice, "folder").name == "inputs"
+
+
+# ------------------------------------------------------------------------------------------------
+# Live preview and stop after this clip (issue 22, point 5)
+# ------------------------------------------------------------------------------------------------
+from longvie.app.preview import (  # noqa: E402
+    WAN21_LATENT_RGB_BIAS,
+    WAN21_LATENT_RGB_FACTORS,
+    latents_to_rgb,
+    preview_strip,
+)
+
+
+def test_latent_to_rgb_projection_by_hand():
+    import torch
+
+    latents = torch.zeros(1, 16, 3, 2, 2)
+    latents[0, 2, 1, 0, 1] = 1.0  # one channel of one pixel of latent frame 1
+    latents[0, 6, 2, 1, 1] = 10.0  # far out of range: clamped
+    rgb = latents_to_rgb(latents)
+    assert rgb.shape == (3, 2, 2, 3) and rgb.dtype == np.uint8
+    expected = np.round((np.clip(WAN21_LATENT_RGB_FACTORS[2] + WAN21_LATENT_RGB_BIAS, -1, 1) + 1) * 127.5)
+    np.testing.assert_array_equal(rgb[1, 0, 1], expected.astype(np.uint8))
+    background = np.round((WAN21_LATENT_RGB_BIAS + 1) * 127.5).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[0, 0, 0], background)
+    assert (rgb[2, 1, 1] == 0).all()  # channel 6 is negative in R, G and B: -3.5 .. -4 -> 0
+    strip = preview_strip(latents, max_frames=4, scale=4, min_width=0)
+    assert strip.shape == (2 * 4, (3 * 2 + 2) * 4, 3)  # 3 latent frames of 2x2, 2 separators, 4x enlarged
+    with pytest.raises(ValueError, match="Wan 2.1 latents"):
+        latents_to_rgb(torch.zeros(4, 3, 2, 2))
+
+
+def test_pipeline_x0_estimate_matches_the_flow_matching_identity(tiny_pipeline, example):
+    """x0 given to the step callback = x_t - s_t v (an independent computation from consecutive
+    latents and the schedule's sigmas); asking for it changes nothing in the output."""
+    import torch
+
+    from longvie.media.video_io import load_image, read_video
+    from longvie.sampling.scheduling import make_sampling_scheduler
+
+    image = load_image(example["image"])
+    dense, sparse = read_video(example["depth"][0]), read_video(example["track"][0])
+    args = dict(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=3, seed=0, progress=False)
+    torch.manual_seed(0)
+    plain, _ = tiny_pipeline(image, "a prompt", dense, sparse, **args)
+    seen = []
+
+    def callback(pipe, step, timestep, tensors):
+        seen.append((tensors["latents"].clone(), tensors["x0"].clone()))
+
+    torch.manual_seed(0)
+    frames, noise = tiny_pipeline(image, "a prompt", dense, sparse, callback_on_step_end=callback,
+                                  callback_on_step_end_tensor_inputs=("latents", "x0"), **args)
+    np.testing.assert_array_equal(frames, plain)
+    sigmas = make_sampling_scheduler(3, 5.0).sigmas.double()
+    previous = noise.double()
+    for step, (latents, x0) in enumerate(seen):
+        velocity = (latents.double() - previous) / (sigmas[step + 1] - sigmas[step])
+        torch.testing.assert_close(x0.double(), previous - sigmas[step] * velocity, rtol=1e-4, atol=1e-4)
+        previous = latents.double()
+    torch.testing.assert_close(seen[-1][1], seen[-1][0])  # the last step: sigma 0, x0 = the latents
+
+
+def test_previews_during_a_clip_and_stop_after_this_clip(studio, example):
+    from longvie.app.engine import JobControl
+
+    control = JobControl()
+    events = []
+    for event in studio.new_run(request_for(example, name="stop", steps=3), control):
+        events.append(event)
+        if event.kind == "step" and event.clip == 0 and event.step == 1:
+            control.stop_after_clip.set()
+    previews = [e for e in events if e.kind == "preview"]
+    assert [(e.clip, e.step) for e in previews] == [(0, 1), (0, 2), (0, 3)]  # every step for short schedules
+    scale = -(-480 // (3 * WIDTH // 8 + 2))  # 3 latent frames and 2 separators, enlarged to >= 480 px
+    assert previews[0].image.shape == (scale * HEIGHT // 8, scale * (3 * WIDTH // 8 + 2), 3)
+    assert not np.array_equal(previews[0].image, previews[1].image)  # the estimate changes during the clip
+    assert events[-1].kind == "stopped" and "Stopped after clip 0" in events[-1].message
+    assert [e.clip for e in events if e.kind == "clip"] == [0]
+    run_dir = studio.outputs / "stop"
+    assert "stopped after clip 0 on request" in (run_dir / "run.log").read_text()
+    assert len(load_run_frames(run_dir)) == FRAMES and (run_dir / "video.mp4").is_file()
+    resumed = run_events(studio.resume(run_dir))
+    assert resumed[-1].kind == "done" and [e.clip for e in resumed if e.kind == "clip"] == [1]
+
+
+def test_a_runs_loras_are_its_settings_and_a_changed_lora_is_not_resumed(studio, example, tmp_path):
+    """A LoRA (ComfyUI layout, for the tiny model) is fused, its sha256 and scale are recorded as settings
+    of the run, and a resume after the file changed is refused instead of mixing two LoRAs in one video."""
+    import torch
+    from safetensors.torch import save_file
+
+    from longvie.weights.lora import file_sha256
+
+    def write(seed):
+        g = torch.Generator().manual_seed(seed)
+        save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 64, generator=g) * 0.3,
+                   "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(64, 4, generator=g) * 0.3,
+                   "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(4.0)}, str(lora))
+
+    lora = tmp_path / "style.safetensors"
+    write(0)
+    events = run_events(studio.new_run(request_for(example, name="with lora", loras=[f"{lora}:0.8"])))
+    assert events[-1].kind == "done", events[-1].message
+    manifest = json.loads((events[-1].run_dir / "manifest.json").read_text())
+    assert manifest["settings"]["loras"] == [{"sha256": file_sha256(lora), "scale": 0.8}]
+    write(1)
+    again = run_events(studio.resume(events[-1].run_dir))
+    assert again[-1].kind == "error" and "loras" in again[-1].message

@@ -38,6 +38,7 @@ def test_long_lists_read_headers_and_show_progress(tmp_path, monkeypatch, capsys
         raise AssertionError("validation decoded frames; the container header has the counts")
 
     monkeypatch.setattr("longvie.media.video_io.read_video", no_decoding)
+    monkeypatch.setattr("longvie.longvideo.validation.PROGRESS_DELAY_S", 0)  # the bar waits 1 s otherwise
     inputs = validate_inputs(tmp_path / "first.png", tmp_path / "cond.json", num_frames=9, height=32, width=48)
     assert len(inputs.clips) == clips
     assert "checking control videos" in capsys.readouterr().err

@@ -143,7 +143,7 @@ def test_chaining_stitching_and_outputs(tmp_path, inputs):
     assert [c["status"] for c in manifest["clips"]] == ["done"] * 3
     assert all(c["seconds"] >= 0 for c in manifest["clips"]) and manifest["seed"] == 0
     assert manifest["clips"][0]["inputs"]["image"]["sha256"]
-    assert "clip 3/3 done" in (result.run_dir / "run.log").read_text()
+    assert "clip 2 done (3 of 3)" in (result.run_dir / "run.log").read_text()
 
 
 # ------------------------------------------------------------------------------------------------

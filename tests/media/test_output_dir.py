@@ -44,3 +44,34 @@ def test_our_folders_are_accepted_by_marker_and_kind(tmp_path):
     claim_output_dir(out, "camera folder", kind="camera")
     with pytest.raises(OutputDirError):
         claim_output_dir(out, "evaluation report", kind="eval")
+
+
+def test_inputs_temp_files_and_earlier_outputs(tmp_path, capsys):
+    """The refinements: the command's own inputs inside the folder and our atomic-write temp files do not
+    count; an ``ours`` predicate accepts outputs written before markers; nothing is created by a check."""
+    from longvie.media.output_dir import main
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "drive.mp4").write_bytes(b"input")
+    claim_output_dir(folder, "condition folder", inputs=[folder / "drive.mp4"])
+    (folder / ".longvie_output.json.0123456789ab.tmp.json").write_text("{")  # another rank's marker, half-written
+    claim_output_dir(folder, "condition folder", inputs=[folder / "drive.mp4"])
+    with pytest.raises(OutputDirError, match="drive.mp4"):
+        claim_output_dir(folder, "condition folder")
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="notes.txt"):
+        claim_output_dir(folder, "condition folder", inputs=[folder / "drive.mp4"])
+    assert claim_output_dir(folder, "x", ours=lambda path, entries: entries == ["drive.mp4", "notes.txt"]) == folder
+    with pytest.raises(OutputDirError):  # an ours() that cannot read is no proof
+        claim_output_dir(folder, "x", ours=lambda path, entries: (path / "missing").read_text() == "")
+    with pytest.raises(OutputDirError, match=f"^{folder} already holds"):  # a positional argument: no flag
+        claim_output_dir(folder, "condition folder", flag="")
+
+    # The shell scripts' check: exit 2 and the sentence, nothing written; --mark marks an allowed folder.
+    assert main([str(folder), "--kind", "controls", "--what", "condition folder"]) == 2
+    assert "already holds files that are not a LongVie condition folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == [".longvie_output.json.0123456789ab.tmp.json", "drive.mp4",
+                                                        "notes.txt"]
+    assert main([str(tmp_path / "new"), "--kind", "controls", "--mark"]) == 0
+    assert is_ours(tmp_path / "new", "controls")

@@ -142,8 +142,11 @@ def test_depth_offline_fails_fast_with_hints(tmp_path, monkeypatch, capsys):
         build_depth_estimator("auto", device="cpu")
     assert time.monotonic() - started < 15
     message = str(err.value)
-    assert "--depth-npy" in message and "--local-files" in message and "Video-Depth-Anything-Large" in message
+    assert "--local-files" in message and "Video-Depth-Anything-Large" in message
+    assert "--depth-npy" not in message  # only a command that has the option names it (issue 19)
     assert "flickers more" in capsys.readouterr().out  # the fallback was announced
+    with pytest.raises(RuntimeError, match="pass --depth-npy DEPTH.npy"):
+        build_depth_estimator("auto", device="cpu", precomputed="pass --depth-npy DEPTH.npy")
 
 
 def test_vda_default_comes_from_the_hub_cache(tmp_path, monkeypatch):
@@ -258,7 +261,8 @@ def test_depth_npy2mp4_global_normalisation_and_remainder(tmp_path, capsys):
     np.save(tmp_path / "depth.npy", disparity)
     assert depth_npy2mp4.main([str(tmp_path / "depth.npy"), str(tmp_path / "out")]) == 0
     assert "last 9 frame(s)" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["depth_00.mp4", "depth_01.mp4"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["depth_00.mp4", "depth_01.mp4",
+                                                                    "longvie_output.json"]
 
     expected = normalize_depth(disparity[:161])  # one normalisation over the frames the clips use
     second = read_video(tmp_path / "out" / "depth_01.mp4")

@@ -59,7 +59,7 @@ def test_prepare_controls_weight_free(tmp_path, capsys):
     assert [(e["depth"], e["track"]) for e in cond] == [("depth_00.mp4", "track_00.mp4"), ("depth_01.mp4", "track_01.mp4")]
     assert all(e["text"].startswith("PLACEHOLDER") for e in cond)
     assert sorted(p.name for p in out.iterdir()) == ["cond.json", "depth_00.mp4", "depth_01.mp4", "first.png",
-                                                    "track_00.mp4", "track_01.mp4"]
+                                                    "longvie_output.json", "track_00.mp4", "track_01.mp4"]
 
     first = np.asarray(load_image(out / "first.png"))
     assert first.shape == (48, 64, 3)
@@ -181,17 +181,21 @@ def test_prepare_controls_failure_leaves_no_folder(tmp_path, capsys, monkeypatch
     assert "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "drive.mp4"]
 
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "cond.json").write_text("[]")
+    # An existing condition folder of ours keeps its old files when a re-run fails, and a re-run that
+    # succeeds replaces them.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "longvie_output.json").write_text('{"kind": "controls"}')
+    (out / "cond.json").write_text("[]")
     assert prepare_controls.main(args) == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cond.json"]
-    assert (tmp_path / "out" / "cond.json").read_text() == "[]"
+    assert sorted(p.name for p in out.iterdir()) == ["cond.json", "longvie_output.json"]
+    assert (out / "cond.json").read_text() == "[]"
     monkeypatch.undo()
     assert prepare_controls.main(args) == 0  # into the existing folder: files replaced
-    assert json.loads((tmp_path / "out" / "cond.json").read_text())[0]["track"] == "track_00.mp4"
+    assert json.loads((out / "cond.json").read_text())[0]["track"] == "track_00.mp4"
 
     (tmp_path / "file").write_text("x")
-    assert prepare_controls.main([str(tmp_path / "drive.mp4"), str(tmp_path / "file")]) == 1
+    assert prepare_controls.main([str(tmp_path / "drive.mp4"), str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
 
 

@@ -189,16 +189,28 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
     assert (out / "final" / "control.safetensors").is_file()
 
 
-def test_latent_cache_gives_the_same_losses(tmp_path):
-    """Training from the latent cache = training from pixels (same plans, same noise)."""
+def test_latent_cache_gives_the_same_losses(tmp_path, monkeypatch):
+    """Training from the latent cache = training from pixels (same plans, same noise); from an existing cache
+    umT5 and CLIP are not even loaded in stage 1 (only the VAE, for the degraded depth videos)."""
+    from longvie.weights import loading
+
+    loaded = []
+    load = loading.load_base_components
+    monkeypatch.setattr(loading, "load_base_components",
+                        lambda *args, **kwargs: loaded.append(tuple(kwargs["components"])) or load(*args, **kwargs))
     common = {"train.max_steps": 3, "train.save_every": 3, "degradation.depth_p": 1.0}
     run_stage(1, tmp_path / "pixels", **common)
     run_stage(1, tmp_path / "cached", build_cache=True, **common, **{"data.cache_dir": str(tmp_path / "cache")})
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["clips"] == 3 and len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+    run_stage(1, tmp_path / "from_cache", **common, **{"data.cache_dir": str(tmp_path / "cache")})
+    everything = ("text_encoder", "image_encoder", "vae")
+    assert loaded == [everything, everything, ("vae",)]
     pixels, cached = losses(tmp_path / "pixels"), losses(tmp_path / "cached")
+    from_cache = losses(tmp_path / "from_cache")
     for step in (1, 2, 3):
         assert cached[step] == pytest.approx(pixels[step], rel=1e-4), step
+        assert from_cache[step] == cached[step], step
 
 
 def test_unusable_clips_are_skipped_and_counted(tmp_path, tiny_env):

@@ -107,3 +107,55 @@ def test_ranks_of_a_node_load_in_turns(monkeypatch):
     assert order == [0, 1, 2, 3]
     single = FakeAccelerator()
     assert runtime.load_in_turns(single, lambda: "loaded") == "loaded" and single.barriers == 0
+
+
+def test_keep_frozen_fp32_is_refused_under_zero3_before_loading(monkeypatch):
+    """ZeRO-3 partitions the parameters keep_frozen_fp32 would put back whole: refused in make_accelerator
+    (before any model loads), with the config key and the fix; allowed with the key off, and under ZeRO-2."""
+    zero3 = FakeAccelerator(deepspeed={"zero_optimization": {"stage": 3}})
+    with pytest.raises(ValueError, match=r"train\.keep_frozen_fp32.*ZeRO-3.*deepspeed_zero2_8gpu\.yaml.*"
+                                         r"--set train\.keep_frozen_fp32=false"):
+        zero.check_keep_frozen_fp32(zero3, {"keep_frozen_fp32": True})
+    zero.check_keep_frozen_fp32(zero3, {"keep_frozen_fp32": False})
+    zero.check_keep_frozen_fp32(FakeAccelerator(deepspeed={"zero_optimization": {"stage": 2}}), {})
+    zero.check_keep_frozen_fp32(FakeAccelerator(), {"keep_frozen_fp32": True})
+
+    import accelerate
+
+    from longvie.train import trainer
+    from longvie.train.config import load_train_config
+
+    class ZeRO3Accelerator(FakeAccelerator):
+        def __init__(self, gradient_accumulation_steps=1, **_):
+            super().__init__(deepspeed={"zero_optimization": {"stage": 3}})
+            self.gradient_accumulation_steps = gradient_accumulation_steps
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the refusal")
+
+    monkeypatch.setattr(accelerate, "Accelerator", ZeRO3Accelerator)
+    monkeypatch.setattr(trainer, "build_denoiser", loaded)
+    monkeypatch.setattr(runtime, "build_encoder", loaded)
+    config = load_train_config(stage=1)
+    assert config["train"]["keep_frozen_fp32"] is True
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        trainer.train(config)
+
+
+def test_float32_buffers_survive_a_bf16_cast_too():
+    """DeepSpeed before 0.18 casts buffers as well: the RoPE tables come back in float32."""
+    denoiser = tiny_denoiser().requires_grad_(False)
+    buffers = {n: b.detach().clone() for n, b in denoiser.named_buffers() if b.dtype == torch.float32}
+    assert any("rope" in n for n in buffers)
+    with zero.keep_frozen_fp32(denoiser):
+        denoiser.to(torch.bfloat16)
+    for name, buffer in denoiser.named_buffers():
+        if name in buffers:
+            assert buffer.dtype == torch.float32 and torch.equal(buffer, buffers[name]), name
+
+
+def test_keep_frozen_fp32_must_be_a_boolean():
+    from longvie.train.config import load_train_config
+
+    with pytest.raises(ValueError, match="train.keep_frozen_fp32"):
+        load_train_config(stage=1, overrides={"train.keep_frozen_fp32": "yes"})

@@ -247,3 +247,24 @@ def test_modelscope_source_uses_modelscope_snapshot_download(tiny, tmp_path, cap
     assert hub.calls == [("snapshot_download", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
                           tuple(dl.BASE_PATTERNS["diffusers"]))]
     assert diffusers_layout_problems(tmp_path / "Wan2.1-I2V-14B-480P-Diffusers") == []
+
+
+@pytest.mark.parametrize("mode", [["--check-only"], ["--dry-run"], []], ids=["check-only", "dry-run", "download"])
+def test_a_file_given_as_a_folder_is_called_a_file(tmp_path, capsys, no_network, mode):
+    """issue 19: `--check-only` on a file path says it is a file (exit 2, one line per option, nothing written)."""
+    weights = tmp_path / "control.safetensors"
+    weights.write_bytes(b"my weights")
+    for flag in ("--base-dir", "--longvie-dir", "--output"):
+        assert dl.main([*mode, flag, str(weights)]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0] == (f"error: {flag} {weights} is a file, not a folder; {flag} names the "
+                                                 "folder the weights are (or will be) in — give that folder"), err
+    assert dl.main([*mode, "--longvie-dir", str(weights / "LongVie2")]) == 2
+    assert "is a file, so this folder cannot exist" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "LongVie2").write_text("not a folder")  # the default target under --output
+    assert dl.main([*mode, "--output", str(tmp_path / "models"), "--skip-base"]) == 2
+    assert "LongVie2 (LongVie 2 weights) is a file, not a folder" in capsys.readouterr().err
+    assert weights.read_bytes() == b"my weights" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "control.safetensors", "models"]

@@ -50,3 +50,25 @@ def ride_horse():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: multi-step training or multi-process runs (still part of the default run)")
+
+
+@pytest.fixture(scope="session")
+def gpu_check_twin(tmp_path_factory):
+    """One run of `bash scripts/gpu_check.sh` without CUDA (its tiny CPU twin), shared by the tests of the
+    script (tests/scripts/test_gpu_check.py) and of the mode matrix (tests/benchmark/test_matrix.py reads its
+    24 rows). Returns (out folder, completed process, seconds). The budget is large so that no row is left
+    out on a slow CI machine (the budget logic has its own test)."""
+    import os
+    import subprocess
+    import time
+
+    out = tmp_path_factory.mktemp("gpu_check") / "run"
+    docs = REPO / "docs" / "performance.md"
+    before = docs.read_bytes() if docs.is_file() else None
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--out", str(out), "--budget-s", "1800"],
+                            capture_output=True, text=True, timeout=1500, env=env, cwd=REPO)
+    seconds = time.perf_counter() - started
+    after = docs.read_bytes() if docs.is_file() else None
+    return {"out": out, "result": result, "seconds": seconds, "docs_unchanged": before == after}

@@ -235,10 +235,23 @@ def remove_fused_sdpa_guard(module: torch.nn.Module) -> None:
         del module.forward  # back to the class's forward
 
 
+def attention_backends_set(module: torch.nn.Module) -> set:
+    """The backend names set on ``module``'s attention processors (None: the layer names none and runs
+    diffusers' default)."""
+    names = set()
+    for sub in module.modules():
+        processor = getattr(sub, "processor", None)
+        if processor is not None and hasattr(processor, "_attention_backend"):
+            backend = processor._attention_backend
+            names.add(None if backend is None else str(getattr(backend, "value", backend)))
+    return names
+
+
 def apply_attention(denoiser, choice: AttentionChoice) -> None:
     """Set ``choice.backend`` on the denoiser's DiT and control branch; install the fused-SDPA guard
-    when ``choice.fused_sdpa_only``."""
-    if choice.backend != NATIVE:
+    when ``choice.fused_sdpa_only``. "native" is set explicitly only when a layer holds another backend
+    (going back from e.g. "flex"); a fresh denoiser runs native already."""
+    if choice.backend != NATIVE or attention_backends_set(denoiser) - {None, NATIVE}:
         denoiser.set_attention_backend(choice.backend)
     if choice.fused_sdpa_only:
         install_fused_sdpa_guard(denoiser)

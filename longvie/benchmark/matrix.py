@@ -66,6 +66,7 @@ class MatrixRow:
     peak_bytes: int | None = None
     h2d_bytes_per_call: float | None = None
     seconds: float | None = None
+    call_seconds: list = field(default_factory=list)     # wall time of each denoiser call (synchronised)
     modes: dict = field(default_factory=dict)            # the ModeRecord
     cached_calls: int | None = None
 
@@ -144,20 +145,36 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
             **LongVieControlBranch.config_for(transformer.config, layers)))
         denoiser = _assemble(transformer, control)
         randomize_(denoiser, scale=0.02)
-    master = {}  # (kind, name) -> host tensor; non-persistent buffers (RoPE tables) included
-    with torch.no_grad():
-        for kind, named in (("param", denoiser.named_parameters()), ("buffer", denoiser.named_buffers())):
-            for name, tensor in named:
-                keep_fp32 = any(part in ("scale_shift_table", "norm1", "norm2", "norm3") for part in name.split("."))
-                target = torch.float32 if keep_fp32 or not tensor.is_floating_point() else dtype
-                master[kind, name] = tensor.detach().to("cpu", target).clone()
+    master = host_master(denoiser, dtype)
     del denoiser, transformer
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    return denoiser_factory(master, config, layers), config
+
+
+def host_master(denoiser, dtype: torch.dtype | None = None, pin: bool = False) -> dict:
+    """(kind, name) -> a host copy of every parameter and buffer of ``denoiser`` (non-persistent buffers such as
+    the RoPE tables included), never sharing memory with it. ``dtype``: cast floating tensors to it, keeping the
+    modulation tables and norms in float32 (None: keep each tensor's dtype). ``pin``: page-locked copies (faster
+    host->device copies for every row; CUDA only)."""
+    master = {}
+    with torch.no_grad():
+        for kind, named in (("param", denoiser.named_parameters()), ("buffer", denoiser.named_buffers())):
+            for name, tensor in named:
+                keep_fp32 = any(part in ("scale_shift_table", "norm1", "norm2", "norm3") for part in name.split("."))
+                target = tensor.dtype if dtype is None else \
+                    torch.float32 if keep_fp32 or not tensor.is_floating_point() else dtype
+                copy = torch.empty(tensor.shape, dtype=target, device="cpu", pin_memory=pin)
+                master[kind, name] = copy.copy_(tensor.detach())
+    return master
+
+
+def denoiser_factory(master: dict, transformer_config: dict, control_layers: int):
+    """``make_denoiser()``: a fresh denoiser of this config whose tensors are ``master``'s host tensors."""
 
     def make_denoiser():
-        skeleton = _skeleton(config, layers)
+        skeleton = _skeleton(transformer_config, control_layers)
         for (kind, name), tensor in master.items():
             owner_name, _, attr = name.rpartition(".")
             owner = skeleton.get_submodule(owner_name)
@@ -167,7 +184,14 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
                 owner._buffers[attr] = tensor
         return skeleton
 
-    return make_denoiser, config
+    return make_denoiser
+
+
+def denoiser_config(denoiser) -> tuple[dict, int]:
+    """(the DiT's init arguments, control depth) of a built denoiser, for :func:`denoiser_factory`."""
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in denoiser.transformer.config.items()
+              if not k.startswith("_")}
+    return config, denoiser.control.config.num_layers
 
 
 def _assemble(transformer, control):
@@ -196,8 +220,10 @@ def make_inputs(config: dict, frames: int, height: int, width: int, dtype: torch
 
 
 # --------------------------------------------------------------------------- one row
-def sample_latents(denoiser, inputs: dict, steps: int, dtype: torch.dtype, step_cache=None):
-    """``steps`` Euler steps of the flow-matching schedule (shift 5), guidance off; returns (latents, cache)."""
+def sample_latents(denoiser, inputs: dict, steps: int, dtype: torch.dtype, step_cache=None,
+                   call_seconds: list | None = None):
+    """``steps`` Euler steps of the flow-matching schedule (shift 5), guidance off; returns (latents, cache).
+    ``call_seconds``: when a list, each step's wall time is appended (the device is synchronised after each)."""
     from ..acceleration.step_cache import make_step_cache
     from ..models.denoiser import ClipCache
     from ..sampling.scheduling import make_sampling_scheduler
@@ -211,9 +237,14 @@ def sample_latents(denoiser, inputs: dict, steps: int, dtype: torch.dtype, step_
     latents = inputs["noise"].clone()
     with torch.no_grad():
         for t in scheduler.timesteps:
+            started = time.perf_counter()
             velocity = denoiser(latents.to(dtype), t.expand(1).to(dtype), **conditions, clip_cache=clip_cache,
                                 block_stack=cache)
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if call_seconds is not None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                call_seconds.append(time.perf_counter() - started)
     return latents.float(), cache
 
 
@@ -250,7 +281,7 @@ def run_row(row: MatrixRow, make_denoiser, inputs: dict, reference: torch.Tensor
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         with PeakRSS() as rss:
-            latents, cache = sample_latents(denoiser, inputs, steps, dtype, plan.step_cache)
+            latents, cache = sample_latents(denoiser, inputs, steps, dtype, plan.step_cache, row.call_seconds)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         offload_now(denoiser)
@@ -276,11 +307,58 @@ def run_row(row: MatrixRow, make_denoiser, inputs: dict, reference: torch.Tensor
     return row
 
 
-def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               frames: int | None = None, height: int | None = None, width: int | None = None,
-               steps: int = 4, compile_config=None, cache_threshold: float | None = None,
-               rows: list[tuple] | None = None, history: bool = True) -> tuple[list[MatrixRow], dict]:
-    """Run the matrix (all 24 rows, or ``rows`` = [(offload, fp8, compile, cache), ...]). Returns (rows, facts)."""
+@dataclass
+class MatrixSetup:
+    """One matrix run's shared pieces: the weights (``make_denoiser``), the inputs and the exact path's latents."""
+
+    preset: str
+    info: object                 # the DeviceInfo
+    make_denoiser: object
+    config: dict
+    inputs: dict
+    reference: torch.Tensor
+    frames: int
+    height: int
+    width: int
+    steps: int
+    history: bool
+    compile_config: object = None
+    cache_threshold: float | None = None
+    reference_seconds: list = field(default_factory=list)
+
+    def run(self, row: MatrixRow) -> MatrixRow:
+        return run_row(row, self.make_denoiser, self.inputs, self.reference, self.info, self.steps,
+                       self.compile_config, self.cache_threshold)
+
+    def weights_unchanged(self) -> bool:
+        """The rows shared one set of host tensors: the exact path again must give the same latents."""
+        again = self.make_denoiser().to(self.info.device)
+        from ..acceleration.attention import apply_attention
+
+        apply_attention(again, _attention_of(self.info))
+        latents = sample_latents(again, self.inputs, self.steps, self.info.dtype)[0]
+        del again
+        gc.collect()
+        return bool(torch.equal(latents, self.reference))
+
+    def facts(self, rows: list[MatrixRow]) -> dict:
+        info = self.info
+        return {"device": _device_name(info.device), "torch": torch.__version__,
+                "dtype": str(info.dtype).removeprefix("torch."), "preset": self.preset, "frames": self.frames,
+                "height": self.height, "width": self.width, "steps": self.steps,
+                "history_latent_frames": 2 if self.history else 0, "fp8_gemm": info.fp8_gemm,
+                "fp8_gemm_reason": info.fp8_gemm_reason,
+                "fp8_on": next((r.modes["fp8"] for r in rows if r.fp8 == "on" and r.modes.get("fp8")), "-")}
+
+
+def prepare_matrix(preset: str = "tiny", device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                   frames: int | None = None, height: int | None = None, width: int | None = None,
+                   steps: int = 4, compile_config=None, cache_threshold: float | None = None, history: bool = True,
+                   master=None) -> MatrixSetup:
+    """Weights, inputs and the exact path's latents for the matrix. ``master``: (make_denoiser, transformer
+    config) of weights already made (e.g. :func:`denoiser_factory` over a loaded pipeline's denoiser); by
+    default random weights of ``preset`` (:func:`build_master`)."""
+    from ..acceleration.attention import apply_attention
     from ..acceleration.devices import resolve_device
     from ..acceleration.modes import DeviceInfo
 
@@ -290,33 +368,36 @@ def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, d
     frames, height, width = frames or (81 if release else 9), height or (352 if release else 64), \
         width or (640 if release else 112)
     info = DeviceInfo.probe(device, dtype)
-    make_denoiser, config = build_master(preset, dtype, device)
+    make_denoiser, config = master if master is not None else build_master(preset, dtype, device)
     inputs = make_inputs(config, frames, height, width, dtype, device, history, image_tokens=257 if release else 5)
-
     exact = make_denoiser().to(device)
-    from ..acceleration.attention import apply_attention
-
     apply_attention(exact, _attention_of(info))
-    reference, _ = sample_latents(exact, inputs, steps, dtype)
+    seconds: list = []
+    reference, _ = sample_latents(exact, inputs, steps, dtype, call_seconds=seconds)
     del exact
     gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return MatrixSetup(preset, info, make_denoiser, config, inputs, reference, frames, height, width, steps, history,
+                       compile_config, cache_threshold, seconds)
 
-    results = []
-    for offload, fp8, compile_, cache in rows or list(product(OFFLOADS, FP8S, COMPILES, CACHES)):
-        row = run_row(MatrixRow(offload, fp8, compile_, cache), make_denoiser, inputs, reference, info, steps,
-                      compile_config, cache_threshold)
-        results.append(row)
-    # the rows shared one set of host tensors: the exact path again must give the same latents
-    again = make_denoiser().to(device)
-    apply_attention(again, _attention_of(info))
-    unchanged = bool(torch.equal(sample_latents(again, inputs, steps, dtype)[0], reference))
-    del again
-    facts = {"device": _device_name(device), "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
-             "preset": preset, "frames": frames, "height": height, "width": width, "steps": steps,
-             "history_latent_frames": 2 if history else 0, "fp8_gemm": info.fp8_gemm,
-             "fp8_gemm_reason": info.fp8_gemm_reason, "shared_weights_unchanged": unchanged,
-             "fp8_on": next((r.modes["fp8"] for r in results if r.fp8 == "on" and r.modes.get("fp8")), "-")}
+
+def run_matrix(preset: str = "tiny", device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               frames: int | None = None, height: int | None = None, width: int | None = None,
+               steps: int = 4, compile_config=None, cache_threshold: float | None = None,
+               rows: list[tuple] | None = None, history: bool = True) -> tuple[list[MatrixRow], dict]:
+    """Run the matrix (all 24 rows, or ``rows`` = [(offload, fp8, compile, cache), ...]). Returns (rows, facts)."""
+    setup = prepare_matrix(preset, device, dtype, frames, height, width, steps, compile_config, cache_threshold,
+                           history)
+    results = [setup.run(MatrixRow(*combination)) for combination in rows or all_combinations()]
+    facts = setup.facts(results)
+    facts["shared_weights_unchanged"] = setup.weights_unchanged()
     return results, facts
+
+
+def all_combinations() -> list[tuple[str, str, str, str]]:
+    """The 24 rows, (offload, fp8, compile, cache), in the table's order."""
+    return list(product(OFFLOADS, FP8S, COMPILES, CACHES))
 
 
 def _attention_of(info):

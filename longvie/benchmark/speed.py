@@ -340,14 +340,32 @@ def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict
     return result, frames
 
 
+def add_row_metrics(result: dict, frames, reference, baseline: dict | None, mode: Mode, args, shape, clip_tokens: int,
+                    history_tokens: int, peak: float | None) -> dict:
+    """Add to a :func:`run_mode` result: the difference to the exact clip, the step cache's skips, achieved
+    TFLOP/s (analytic count over the denoising time), MFU against ``peak`` and the speed-ups against
+    ``baseline`` (the exact path's result; None: this is it)."""
+    from .step_modes import cache_summary, mode_guidance, mode_steps
+
+    result.update(frame_difference(frames, reference))
+    result.update(cache_summary(mode))
+    mode_flops = clip_flops(shape, clip_tokens, history_tokens, mode_steps(mode, args), guidance=mode_guidance(mode, args))
+    result["tflops"] = mode_flops / result["stages"]["denoise"] / 1e12
+    result["mfu"] = None if peak is None else result["tflops"] / peak
+    # speed-up of the denoising (the modes change only the denoiser; the other stages are the same work)
+    result["speed_up"] = baseline["seconds_per_step"] / result["seconds_per_step"] if baseline else 1.0
+    result["clip_speed_up"] = baseline["seconds_per_clip"] / result["seconds_per_clip"] if baseline else 1.0
+    return result
+
+
 def _gib(value):
     return "-" if value is None else f"{value / 2 ** 30:.2f}"
 
 
 def estimated_gpu_peaks(args, results: list[dict]) -> None:
     """Add ``estimated_gpu_bytes`` to each result: the memory estimator's GPU peak (margin included) for
-    this clip shape with everything on the GPU (the benchmark's placement), one or two guidance
-    branches per call; None for FP8 (the estimator has FP8 rows only with offloading)."""
+    this clip shape with everything on the GPU (the benchmark's placement; FP8 rows: the estimator's
+    "fp8+none"), one or two guidance branches per call."""
     from ..acceleration.memory import architecture, estimate_memory
 
     arch = architecture("tiny" if args.preset == "tiny" else "longvie2_i2v_14b", num_frames=args.frames,
@@ -355,10 +373,8 @@ def estimated_gpu_peaks(args, results: list[dict]) -> None:
     rows_by_batch = {}
     for result in results:
         mode = result["mode"]
-        placement = mode.removeprefix("offload-") if mode.startswith(("offload-", "fp8+")) else "none"
-        if mode == "fp8":  # the estimator has FP8 rows only with offloading
-            result["estimated_gpu_bytes"] = None
-            continue
+        placement = mode.removeprefix("offload-") if mode.startswith(("offload-", "fp8+")) else \
+            "fp8+none" if mode == "fp8" else "none"
         batch = 2 if mode == "cfg-batch" else 1
         if batch not in rows_by_batch:
             rows_by_batch[batch] = {row.mode: row.gpu_bytes
@@ -486,22 +502,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return calibrate_magcache(pipe, inputs, args, name)
 
-    from .step_modes import cache_summary, fast_note, mode_guidance, mode_steps
+    from .step_modes import fast_note, mode_steps
 
     results, reference = [], None
     for mode in selected_modes(args):
         result, frames = run_mode(pipe, mode, inputs, args, device)
         if reference is None:
             reference = frames
-        result.update(frame_difference(frames, reference))
-        result.update(cache_summary(mode))
-        mode_flops = clip_flops(shape, clip_tokens, history_tokens, mode_steps(mode, args),
-                                guidance=mode_guidance(mode, args))
-        result["tflops"] = mode_flops / result["stages"]["denoise"] / 1e12
-        result["mfu"] = None if peak is None else result["tflops"] / peak
-        # speed-up of the denoising (the modes change only the denoiser; the other stages are the same work)
-        result["speed_up"] = results[0]["seconds_per_step"] / result["seconds_per_step"] if results else 1.0
-        result["clip_speed_up"] = results[0]["seconds_per_clip"] / result["seconds_per_clip"] if results else 1.0
+        add_row_metrics(result, frames, reference, results[0] if results else None, mode, args, shape,
+                        clip_tokens, history_tokens, peak)
         results.append(result)
         skipped = result.get("skipped_steps")
         print(f"{mode.name}: {result['seconds_per_clip']:.3f} s/clip"

@@ -164,9 +164,23 @@ class LongVieDenoiser(nn.Module):
 
     def set_attention_backend(self, backend: str) -> None:
         """Attention kernel for the DiT and the control branch, through diffusers' dispatcher:
-        "native" (PyTorch SDPA, the default), "flash" (flash-attn 2), "_flash_3", "sage", ..."""
-        self.transformer.set_attention_backend(backend)
-        self.control.set_attention_backend(backend)
+        "native" (PyTorch SDPA, the default), "flash" (flash-attn 2), "_flash_3", "sage", ...
+
+        Only this denoiser's attention layers change: diffusers' ``set_attention_backend`` also makes the
+        backend the process-wide default of every other model whose layers name none (its registry's
+        active backend); that default is put back here, so that choosing e.g. "flex" for one denoiser
+        does not change what a model built later (the memory estimator's, another row's) runs."""
+        try:
+            from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+        except ImportError:  # an older diffusers without the dispatcher's registry
+            registry = None
+        previous = getattr(registry, "_active_backend", None)
+        try:
+            self.transformer.set_attention_backend(backend)
+            self.control.set_attention_backend(backend)
+        finally:
+            if previous is not None:
+                registry._active_backend = previous
 
     def enable_gradient_checkpointing(self) -> None:
         self.transformer.enable_gradient_checkpointing()

@@ -121,6 +121,23 @@ def test_apply_attention_on_the_tiny_denoiser(tiny_pipeline):
     assert tiny_pipeline.attention_choice.backend == "native"
 
 
+def test_going_back_to_native_and_no_process_wide_default(tiny_pipeline):
+    """After another backend, "native" is set back on every layer (it used to be skipped, so a benchmark row
+    for e.g. flex left the denoiser on flex), and a backend chosen for one denoiser does not become diffusers'
+    default for models built later (the memory estimator's fake-tensor models then ran flex and failed)."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    denoiser, default = tiny_pipeline.denoiser, _AttentionBackendRegistry._active_backend
+    try:
+        apply_attention(denoiser, AttentionChoice("_native_math", "test"))
+        assert attention.attention_backends_set(denoiser) == {"_native_math"}
+        assert _AttentionBackendRegistry._active_backend == default
+    finally:
+        apply_attention(denoiser, AttentionChoice("native", "test"))
+    assert attention.attention_backends_set(denoiser) == {"native"}
+    assert _AttentionBackendRegistry._active_backend == default
+
+
 @pytest.mark.parametrize("flash3, cudnn, expected", [
     (True, True, "_flash_3"),
     (False, True, "_native_cudnn"),

@@ -3,8 +3,6 @@ x step cache run on the CPU with their stand-ins (group offload on a CPU stream,
 weight-only FP8) and none crashes; FP8 rows compute with float8 weights; each row is checked against the exact path."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -13,16 +11,23 @@ from longvie.benchmark import matrix
 
 
 @pytest.fixture(scope="module")
-def rows_and_facts(tmp_path_factory):
-    import torch._inductor.config as inductor_config
+def rows_and_facts(gpu_check_twin):
+    """The 24 rows of the GPU check's CPU twin (`bash scripts/gpu_check.sh`, run once for the session, see
+    tests/conftest.py): the matrix's own rows (:func:`matrix.run_row` on the tiny preset, 9 frames, 4 calls,
+    inductor with one compile worker and scalar C++), read back from its results.jsonl."""
+    from dataclasses import fields
 
-    # inductor on a 2-core CI machine: one compile worker, scalar C++ (faster to build; same graphs, same checks)
-    with inductor_config.patch({"compile_threads": 1, "cpp.vec_isa_ok": False}):
-        graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        started = time.perf_counter()
-        rows, facts = matrix.run_matrix("tiny", "cpu", torch.float32, steps=4)
-        facts["seconds"] = time.perf_counter() - started
-        facts["new_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+    from longvie.benchmark.gpu_check import read_results
+
+    assert gpu_check_twin["result"].returncode == 0, gpu_check_twin["result"].stdout[-3000:]
+    records = read_results(gpu_check_twin["out"])
+    names = [f.name for f in fields(matrix.MatrixRow)]
+    rows = [matrix.MatrixRow(**{name: record[name] for name in names})
+            for record in records if record["part"] == "matrix"]
+    order = {combination: index for index, combination in enumerate(matrix.all_combinations())}
+    rows.sort(key=lambda r: order[(r.offload, r.fp8, r.compile, r.cache)])
+    facts = next(record for record in records if record["part"] == "matrix_facts")
+    facts["seconds"] = sum(r.seconds or 0 for r in rows)
     return rows, facts
 
 

@@ -89,7 +89,10 @@ fi
 if [[ "$WHEELS" == 1 ]]; then  # here (with a package index): the wheels a bare GPU machine lacks
   versions="$("$PYTHON" -c 'from importlib.metadata import version as v; print(f"diffusers=={v(\"diffusers\")} ftfy=={v(\"ftfy\")} wcwidth=={v(\"wcwidth\")}")')"
   mkdir -p "$ROOT/.whl"
-  grep -qx '/.whl/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.whl/' >> "$ROOT/.git/info/exclude" 2>/dev/null || true
+  exclude="$(git -C "$ROOT" rev-parse --path-format=absolute --git-path info/exclude 2>/dev/null || true)"
+  if [[ -n "$exclude" ]] && ! grep -qx '/.whl/' "$exclude" 2>/dev/null; then
+    echo '/.whl/' >> "$exclude"  # not committed, still carried by the device tool (carry=[".whl"])
+  fi
   # shellcheck disable=SC2086  # $versions is a list of requirements
   "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -109,7 +112,7 @@ fi
 # Wheels carried to a machine without a package index (see the header), installed outside the environment.
 if compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
   SITE="${TMPDIR:-/tmp}/longvie_gpu_check_site"
-  if ! "$PYTHON" -c "import diffusers" 2>/dev/null; then
+  if ! "$PYTHON" -c "import diffusers, ftfy" 2>/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
       "$ROOT"/.whl/*.whl
     export PYTHONPATH="$PYTHONPATH:$SITE"

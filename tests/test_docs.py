@@ -36,9 +36,10 @@ PASS_THROUGH = {"longvie.longvideo.batch": "longvie.sample", "longvie.eval.make_
 SHELL_TARGETS = {
     "sample_longvideo.sh": ("longvie.sample", ["--config", "configs/longvie2_i2v_14b.yaml"]),
     "train.sh": ("longvie.train", ["--stage", "1", "--output", "outputs/train/stage1", "--resume"]),
+    "gpu_check.sh": ("longvie.benchmark.gpu_check", ["--out", "outputs/gpu_check"]),
 }
 # Options of a shell script that take no value, and the ones that send the other arguments elsewhere.
-SHELL_SWITCHES = {"--help", "--camera"}
+SHELL_SWITCHES = {"--help", "--camera", "--render-only", "--prepare-wheels"}
 SHELL_ROUTES = {("sample_longvideo.sh", "--camera"): ("longvie.camera", ["--config", "configs/longvie2_i2v_14b.yaml",
                                                                          "--sample"])}
 COMMAND_START = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:python3?|bash|torchrun|accelerate)\s")

@@ -33,6 +33,7 @@ EXTERNAL_FLAGS = {
     "--config_file",  # accelerate launch
     "--force-reinstall", "--no-build-isolation", "--index-url", "--extra-index-url", "--no-deps",  # pip
     "--include", "--local-dir",  # hf download
+    "--query-gpu", "--format",  # nvidia-smi (the GPU check's device line)
 }
 
 
@@ -64,6 +65,7 @@ COMMANDS = {
     "app": lambda: _module("longvie.app.__main__").main([]),
     "benchmark": lambda: _module("longvie.benchmark.speed").main([]),
     "amdahl": lambda: _module("longvie.benchmark.amdahl").main([]),
+    "gpu-check": lambda: _module("longvie.benchmark.gpu_check").main([]),
     "memory": lambda: _module("longvie.acceleration.memory").main([]),
     "download": lambda: _module("longvie.weights.download").parse_args([]),
     "synthetic": lambda: _module("longvie.examples.synthetic").main([]),
@@ -95,12 +97,13 @@ def _shell_case_flags(script: str) -> set[str]:
     return flags
 
 
+SHELL_SCRIPTS = {"sample.sh": "sample_longvideo.sh", "train.sh": "train.sh", "gpu_check.sh": "scripts/gpu_check.sh"}
 SCRIPTS_WITHOUT_OPTIONS = {path.stem for path in REPO.glob("scripts/*.py") if "argparse" not in path.read_text()}
 
 
 def _flags_of(command: str) -> set[str]:
-    if command in ("sample.sh", "train.sh"):
-        return _shell_case_flags({"sample.sh": "sample_longvideo.sh", "train.sh": "train.sh"}[command])
+    if command in SHELL_SCRIPTS:
+        return _shell_case_flags(SHELL_SCRIPTS[command])
     captured = []
 
     def capture(self, args=None, namespace=None):
@@ -123,13 +126,14 @@ def _flags_of(command: str) -> set[str]:
 
 def _exists(command: str) -> bool:
     """Whether the command's module is in this checkout (branches land one by one)."""
-    modules = {"amdahl": "longvie.benchmark.amdahl", "benchmark": "longvie.benchmark.speed"}
+    modules = {"amdahl": "longvie.benchmark.amdahl", "benchmark": "longvie.benchmark.speed",
+               "gpu-check": "longvie.benchmark.gpu_check"}
     return command not in modules or importlib.util.find_spec(modules[command]) is not None
 
 
 @pytest.fixture(scope="module")
 def command_flags() -> dict[str, set[str]]:
-    return {name: _flags_of(name) if _exists(name) else set() for name in [*COMMANDS, "sample.sh", "train.sh"]}
+    return {name: _flags_of(name) if _exists(name) else set() for name in [*COMMANDS, *SHELL_SCRIPTS]}
 
 
 # Which commands print the messages of which source files (first match wins). "all": a module shared
@@ -141,6 +145,7 @@ SOURCES = [
     ("longvie/sampling/*.py", "any", ["sample"]),
     ("longvie/acceleration/memory.py", "any", ["memory", "benchmark", "sample"]),
     ("longvie/acceleration/*.py", "any", ["sample", "benchmark"]),
+    ("longvie/benchmark/gpu_check.py", "any", ["gpu-check", "gpu_check.sh", "benchmark"]),  # + the rows' speed args
     ("longvie/benchmark/*.py", "any", ["benchmark", "memory", "amdahl"]),
     ("longvie/train/cache.py", "any", ["train-cache", "train"]),
     ("longvie/train/metadata.py", "any", ["train-metadata", "prepare_controls"]),
@@ -168,6 +173,7 @@ SOURCES = [
     ("download_wan2.1.py", "any", ["download"]),
     ("sample_longvideo.sh", "any", ["sample.sh", "sample"]),
     ("train.sh", "any", ["train.sh", "train"]),
+    ("scripts/gpu_check.sh", "any", ["gpu_check.sh", "gpu-check", "output-dir"]),
     ("utils/get_depth.sh", "any", ["get_depth", "depth_npy2mp4", "output-dir"]),
     ("utils/get_track.sh", "any", ["get_track", "output-dir"]),
 ]
@@ -182,6 +188,7 @@ MENTIONS = {
     r"longvie\.train(?!\.cache)": "train", r"longvie\.sample|sample_longvideo\.sh|the sampler": "sample",
     r"longvie\.app": "app", r"train\.sh": "train.sh", r"longvie\.examples\.synthetic": "synthetic",
     r"longvie\.media\.output_dir": "output-dir", r"longvie\.camera": "camera",
+    r"gpu_check": "gpu-check",
 }
 
 
@@ -229,7 +236,8 @@ def _shell_messages(path: Path) -> list[tuple[int, str]]:
 
 def _sources() -> list[Path]:
     paths = [*REPO.glob("longvie/**/*.py"), *REPO.glob("utils/*.py"), *REPO.glob("scripts/*.py"),
-             REPO / "download_wan2.1.py", REPO / "sample_longvideo.sh", REPO / "train.sh", *REPO.glob("utils/*.sh")]
+             REPO / "download_wan2.1.py", REPO / "sample_longvideo.sh", REPO / "train.sh", *REPO.glob("utils/*.sh"),
+             *REPO.glob("scripts/*.sh")]
     return sorted(p for p in paths if p.is_file())
 
 

@@ -195,6 +195,10 @@ def prerequisites() -> int:
     """``--prerequisites``: print what the check needs and has; 0 when it can run (on CUDA or the CPU twin)."""
     print(f"python {platform.python_version()} ({sys.executable}); torch {torch.__version__} "
           f"(CUDA {torch.version.cuda or 'none'})")
+    release = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    if release < (2, 13):
+        print(f"note: torch {torch.__version__} is older than the lower bound setup.py was tested with (2.13); "
+              "a row that crashes here may crash because of that")
     missing = []
     for package, module in (("diffusers", "diffusers"), ("transformers", "transformers"),
                             ("accelerate", "accelerate"), ("safetensors", "safetensors"), ("psutil", "psutil"),
@@ -205,7 +209,7 @@ def prerequisites() -> int:
             missing.append(f"{package} ({error})")
     print(f"diffusers {_version('diffusers')}; transformers {_version('transformers')}; accelerate "
           f"{_version('accelerate')}; flash-attn {_version('flash-attn')}; flash-attn 3 {_version('flash_attn_3')}")
-    if torch.version.__dict__.get("cuda") and torch.cuda.is_available():
+    if torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
         print(f"CUDA device: {torch.cuda.get_device_name(device)} (compute capability "
               f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}, "
@@ -386,13 +390,22 @@ class Check:
         master = None
         if "matrix" in parts:  # a host copy before FP8 changes the layers
             copy_started = time.perf_counter()
-            master = (denoiser_factory(host_master(pipe.denoiser, pin=self.cuda and args.pin_master), config,
-                                       layers), config)
+            pinned = self.cuda and args.pin_master
+            try:
+                weights = host_master(pipe.denoiser, pin=pinned)
+            except RuntimeError as error:  # page-locked memory refused: the same copy, pageable
+                self.say(f"page-locked host copy refused ({str(error).splitlines()[0][:120]}); pageable instead")
+                pinned, weights = False, None
+                gc.collect()
+                weights = host_master(pipe.denoiser)
+            master = (denoiser_factory(weights, config, layers), config)
             copy_seconds = time.perf_counter() - copy_started
             self.copy_seconds = copy_seconds
+            nbytes = sum(t.numel() * t.element_size() for t in weights.values())
             self.rec.write({"part": "event", "name": "host copy of the denoiser", "seconds": copy_seconds,
-                            "pinned": self.cuda and args.pin_master})
-            self.say(f"host copy of the denoiser for the matrix: {copy_seconds:.1f} s")
+                            "pinned": pinned, "bytes": nbytes})
+            self.say(f"host copy of the denoiser for the matrix ({nbytes / 2 ** 30:.1f} GiB"
+                     f"{', page-locked' if pinned else ''}): {copy_seconds:.1f} s")
         if exact_ok:
             speed_row(Mode("fp8", apply=_fp8), "call", fp8_predicted)
         elif "speed" in parts:
@@ -435,6 +448,8 @@ class Check:
         calls = self.args.attention_calls
         for backend in order:
             estimate = (call_seconds or first_seconds or 0.0) * (calls + 1)
+            if backend == "flex":  # compiled on its first call
+                estimate += COMPILE_PRIOR_S["cuda" if self.cuda else "cpu"] / 3
             refusal = self.budget.refusal(estimate, reserve, self.args.speed_share) if first_seconds or call_seconds \
                 else None
             if refusal:
@@ -512,7 +527,8 @@ class Check:
             return
         reference_seconds = time.perf_counter() - started
         self.rec.write({"part": "event", "name": "matrix exact path", "seconds": reference_seconds,
-                        "call_seconds": setup.reference_seconds})
+                        "call_seconds": setup.reference_seconds,
+                        "gpu_bytes_in_use": torch.cuda.memory_allocated(self.device) if self.cuda else None})
         self.say(f"matrix: exact path {reference_seconds:.1f} s ({args.matrix_frames} frames, "
                  f"{args.matrix_steps} calls)")
         done: list[dict] = []

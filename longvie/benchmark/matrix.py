@@ -153,20 +153,36 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
     return denoiser_factory(master, config, layers), config
 
 
-def host_master(denoiser, dtype: torch.dtype | None = None, pin: bool = False) -> dict:
+def host_master(denoiser, dtype: torch.dtype | None = None, pin: bool = False, pack: bool | None = None) -> dict:
     """(kind, name) -> a host copy of every parameter and buffer of ``denoiser`` (non-persistent buffers such as
     the RoPE tables included), never sharing memory with it. ``dtype``: cast floating tensors to it, keeping the
     modulation tables and norms in float32 (None: keep each tensor's dtype). ``pin``: page-locked copies (faster
-    host->device copies for every row; CUDA only)."""
-    master = {}
+    host->device copies for every row; CUDA only), packed into slabs of 1 GiB: pinned one by one, the
+    tensors would each be rounded up to a power of two, up to twice the bytes). ``pack``: slabs without pinning
+    (default: as ``pin``)."""
+    from ..acceleration.offload import ALIGN, SLAB_BYTES
+
+    named = [(kind, name, tensor) for kind, items in (("param", denoiser.named_parameters()),
+                                                      ("buffer", denoiser.named_buffers())) for name, tensor in items]
+
+    def target(name, tensor):
+        keep_fp32 = any(part in ("scale_shift_table", "norm1", "norm2", "norm3") for part in name.split("."))
+        return tensor.dtype if dtype is None else torch.float32 if keep_fp32 or not tensor.is_floating_point() \
+            else dtype
+
+    master, slab, used = {}, None, 0
     with torch.no_grad():
-        for kind, named in (("param", denoiser.named_parameters()), ("buffer", denoiser.named_buffers())):
-            for name, tensor in named:
-                keep_fp32 = any(part in ("scale_shift_table", "norm1", "norm2", "norm3") for part in name.split("."))
-                target = tensor.dtype if dtype is None else \
-                    torch.float32 if keep_fp32 or not tensor.is_floating_point() else dtype
-                copy = torch.empty(tensor.shape, dtype=target, device="cpu", pin_memory=pin)
-                master[kind, name] = copy.copy_(tensor.detach())
+        for kind, name, tensor in named:
+            dtype_ = target(name, tensor)
+            if not (pin if pack is None else pack):
+                master[kind, name] = torch.empty(tensor.shape, dtype=dtype_).copy_(tensor.detach())
+                continue
+            nbytes = tensor.numel() * dtype_.itemsize
+            if slab is None or used + nbytes > slab.numel():
+                slab, used = torch.empty(max(SLAB_BYTES, nbytes), dtype=torch.uint8, pin_memory=pin), 0
+            view = slab[used:used + nbytes].view(dtype_).view(tensor.shape)
+            master[kind, name] = view.copy_(tensor.detach())
+            used += (nbytes + ALIGN - 1) // ALIGN * ALIGN
     return master
 
 

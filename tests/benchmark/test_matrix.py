@@ -127,3 +127,25 @@ def test_the_release_path_in_bfloat16(monkeypatch):
     assert rows[0].weight_dtypes == {"float8_e4m3fn": reads} and rows[2].weight_dtypes == rows[0].weight_dtypes
     assert set(rows[1].weight_dtypes) == {"bfloat16"} and rows[1].modes["offload_detail"]["units"] == 13
     assert rows[0].max_abs_diff == rows[2].max_abs_diff > 0
+
+
+def test_host_master_copies_and_packs():
+    """The matrix's host copy never shares memory with the model; packed (as for page-locked slabs), every tensor
+    is a view of a slab at an aligned offset with the same values."""
+    from longvie.acceleration.offload import ALIGN
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)).to(torch.bfloat16)
+    model.register_buffer("table", torch.arange(6.0).view(2, 3), persistent=False)
+    for pack in (False, True):
+        master = matrix.host_master(model, pack=pack)
+        named = {("param", n): t for n, t in model.named_parameters()} | {("buffer", n): t for n, t in model.named_buffers()}
+        assert master.keys() == named.keys()
+        for key, tensor in named.items():
+            copy = master[key]
+            assert copy.dtype == tensor.dtype and torch.equal(copy, tensor)
+            assert copy.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+        if pack:
+            bases = {t.untyped_storage().data_ptr() for t in master.values()}
+            assert len(bases) == 1 and all(t.storage_offset() * t.element_size() % ALIGN == 0 for t in master.values())
+    cast = matrix.host_master(model, dtype=torch.float32)
+    assert cast["param", "0.weight"].dtype == torch.float32 and torch.equal(cast["param", "0.weight"], named["param", "0.weight"].float())

@@ -334,8 +334,9 @@ class CameraJobs:
                 if folder.is_dir() and not (folder / "cond.json").is_file():
                     shutil.rmtree(folder, ignore_errors=True)
                 raise
-            return JobEvent("done", f"Path rendered: {checked.num_clips} clip(s) of {checked.settings.frames_per_clip} "
-                                    f"frames. Look at the path and the controls, then Generate.", folder=folder)
+            frames = checked.settings.frames_per_clip
+            return JobEvent("done", f"Path rendered: {checked.num_clips} clip(s) of {frames} frames. Look at the path "
+                                    "and the controls, then Generate.", folder=folder)
 
         return self.studio._stream(_page_worded(work, checked), control)
 

@@ -8,7 +8,8 @@ inputs are compared with the files by content); uploading again replaces; the pr
 the number of clips; errors appear next to their field and stay; a second browser session cannot
 see or cancel the first one's job; a reload during generation reattaches (the run id is in the URL)
 and the video completes; messages are still there 1 s after they appear; the live preview image
-changes during a clip; the owner's Cancel stops its job. One run (3 tiny clips) serves every check. Screenshots go to
+changes during a clip; the owner's Cancel stops its job. One run (3 tiny clips) serves every check. The Camera
+tab: field errors, Preview path (plot and video), Generate (a 2-clip run of one step). Screenshots go to
 ``$LONGVIE_TEST_ARTEFACTS`` (default: the test's tmp folder). Skips when playwright or Chromium
 (``$LONGVIE_CHROMIUM``, default /usr/bin/chromium) is missing.
 """
@@ -338,7 +339,6 @@ def test_camera_tab_preview_then_generate(server, browser, artefacts, tmp_path_f
         assert preview["error"] is None and preview["width"] == 3 * WIDTH  # photo | depth | tracks, side by side
         assert page.locator("#camera-photo-error .lv-error").count() == 0  # the errors went with the next action
         wait_text(page, "message", "Path rendered: 2 clip(s)")
-        page.screenshot(path=str(artefacts / "camera.png"), full_page=True)
 
         page.locator("#camera-generate").click()
         wait_text(page, "message", "The previewed controls are used")
@@ -350,6 +350,8 @@ def test_camera_tab_preview_then_generate(server, browser, artefacts, tmp_path_f
         assert final["error"] is None and (final["width"], final["height"]) == (WIDTH, HEIGHT)
         assert abs(final["duration"] - (2 * FRAMES - 1) / 16) < 0.15
         wait_text(page, "message", "Finished: 17 frames from 2 clip(s)")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(artefacts / "camera.png"), full_page=True)  # docs/app_camera.png
         cond = json.loads((run_dir / "inputs" / "cond.json").read_text())
         assert [c["text"] for c in cond] == ["The camera circles left across a sunlit checkered plaza."] * 2
         camera = json.loads((run_dir / "inputs" / "camera.json").read_text())

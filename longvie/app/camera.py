@@ -45,7 +45,7 @@ from .runs import INPUTS_DIR
 
 __all__ = ["CameraRequest", "CheckedCamera", "CameraJobs", "CAMERA_DIR", "REQUEST_FILE", "CAMERA_FIELDS",
            "DEPTH_SUFFIXES", "STAGE_LABELS", "camera_fields", "page_words", "clip_count", "continue_explore",
-           "is_explore_run"]
+           "is_explore_run", "depth_model_problem"]
 
 logger = logging.getLogger("longvie.app")
 
@@ -485,11 +485,12 @@ def continue_explore(studio: Studio, run_dir: Path, offload: str | None, redo, e
     emit(JobEvent("status", "Loading the model ..." if offload not in studio.pipes else "Starting ...",
                   run_dir=run_dir, num_clips=num_clips))
     started = time.perf_counter()
+    from ..camera.depth import DepthModelError
     from ..camera.geometry import CameraInputError
     from ..camera.paths import CameraPathError
 
     try:
-            result = explore(inputs / record["photo"], spec, settings, run_dir / EXPLORE_FOLDER, config,
+        result = explore(inputs / record["photo"], spec, settings, run_dir / EXPLORE_FOLDER, config,
                          progress=_stage_progress(emit, control, run_dir), log=logger.info, on_step=on_step,
                          on_preview=on_preview if studio.previews else None, on_clip_done=on_clip_done,
                          stop_requested=control.stop_after_clip.is_set, progress_bars=False,
@@ -497,6 +498,8 @@ def continue_explore(studio: Studio, run_dir: Path, offload: str | None, redo, e
                          load_pipe=lambda: studio._load_pipe(offload))
     except (CameraInputError, CameraPathError) as err:
         raise AppInputError([page_words(str(err).strip())]) from None
+    except DepthModelError:
+        raise AppInputError([depth_model_problem(settings.depth_model, True)]) from None
     from ..longvideo.run_state import RunDir
 
     records = (RunDir(run_dir).load_manifest() or {}).get("clips") or []
@@ -563,10 +566,24 @@ def _page_worded(work, checked: CheckedCamera):
     from ..camera.geometry import CameraInputError
     from ..camera.paths import CameraPathError
 
+    from ..camera.depth import DepthModelError
+
     def wrapped(emit, control):
         try:
             return work(emit, control)
         except (CameraInputError, CameraPathError) as err:
             raise AppInputError([page_words(str(err).strip(), checked.request.names)]) from None
+        except DepthModelError:
+            raise AppInputError([depth_model_problem(checked.settings.depth_model, checked.request.explore)]) from None
 
     return wrapped
+
+
+def depth_model_problem(model: str, explore: bool) -> str:
+    """The page's words for a depth model the server cannot load (offline and not in its cache)."""
+    if explore:
+        return (f"Depth map: Explore estimates the depth of every generated clip with the depth model {model}, "
+                "which this server cannot load (not in its Hugging Face cache, no download) — untick Explore, or "
+                "ask whoever runs the server to fetch the model once with internet access")
+    return (f"Depth map: the depth model {model} cannot be loaded on this server (not in its Hugging Face cache, no "
+            "download) — upload a depth map of the photo (.npy/.npz in metres, or a 16-bit PNG in millimetres)")

@@ -1,6 +1,6 @@
 """The page (Gradio Blocks) over :class:`longvie.app.engine.Studio` and :class:`longvie.app.jobs.JobManager`.
 
-Layout: inputs on the left (control videos / condition folder / driving video, the pairing of
+Layout: inputs on the left (control videos / condition folder / driving video / camera, the pairing of
 controls with clips, the per-clip prompt table, LoRAs, settings, Generate, Stop after this clip,
 Cancel), results on the right (message, status and progress, the live preview, one row per clip
 with depth | tracks | generated, the stitched video, downloads), past runs below (show, resume,

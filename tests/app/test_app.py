@@ -817,6 +817,25 @@ def test_camera_request_problems_are_field_errors_in_page_words(tmp_path, camera
                       ) == "Camera path orbit_left: shorten the path (Clips or Seconds); Depth map d.npy: bad"
 
 
+def test_camera_depth_model_that_cannot_load_is_a_page_message(tmp_path, camera_photo, monkeypatch):
+    """No depth map uploaded and a depth model the server cannot load (offline): the job ends with an error
+    at the depth field that says what to upload, not the command line's flags, and leaves no folder."""
+    from longvie.app.camera import CameraJobs, camera_fields
+    from longvie.camera import depth as depth_module
+
+    def offline(name, *args, **kwargs):
+        raise depth_module.DepthModelError(f"the metric depth model '{name}' is not cached — {depth_module.DEPTH_HINT}")
+
+    monkeypatch.setattr(depth_module, "load_depth_estimator", offline)
+    jobs = CameraJobs(Studio("tiny", tmp_path / "outputs"))
+    folder = jobs.new_folder("offline")
+    events = run_events(jobs.preview(jobs.check(camera_request(camera_photo, depth=None)), folder))
+    assert events[-1].kind == "error" and "--" not in events[-1].message
+    problem, = camera_fields([events[-1].message[2:]])["geometry"]
+    assert problem.startswith("Depth map: the depth model tiny cannot be loaded") and "upload a depth map" in problem
+    assert not folder.exists()
+
+
 def test_camera_preview_then_generate_then_render_when_changed(studio, camera_photo):
     """Preview path renders the condition folder under outputs/.camera (owned, with stage progress);
     Generate samples that folder (its controls and camera.json land in the run's inputs/); a request whose

@@ -15,6 +15,8 @@ import torch
 
 from ..models.denoiser import LongVieDenoiser
 
+RECOMPILE_LIMIT = 64
+
 
 @dataclass
 class CompileConfig:
@@ -33,17 +35,38 @@ class CompileConfig:
     dynamic: bool = False
 
 
+def _hooked(module: torch.nn.Module) -> bool:
+    """A diffusers or accelerate hook sits on ``module`` (it would be traced into the block's graph)."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return bool(getattr(registry, "hooks", None)) or hasattr(module, "_hf_hook")
+
+
+def compile_targets(denoiser: LongVieDenoiser) -> tuple[list[str], list[str]]:
+    """(names of the repeated blocks that :func:`apply_regional_compile` compiles, names it leaves eager
+    because a hook sits on them)."""
+    repeated = set(denoiser._repeated_blocks)
+    compiled, skipped = [], []
+    for name, module in denoiser.named_modules():
+        if type(module).__name__ in repeated:
+            (skipped if any(_hooked(m) for m in module.modules()) else compiled).append(name)
+    return compiled, skipped
+
+
 def apply_regional_compile(denoiser: LongVieDenoiser, config: CompileConfig | None = None) -> int:
-    """Compile every repeated block of ``denoiser`` in place (``ModelMixin.compile_repeated_blocks`` on the
-    transformer and on the control branch). Returns the number of compiled blocks."""
+    """Compile every repeated block of ``denoiser`` in place (``nn.Module.compile`` on each block, as diffusers'
+    ``compile_repeated_blocks`` does), except blocks that carry a hook (offload hooks stay outside the
+    graphs; see :func:`compile_targets`). Returns the number of compiled blocks."""
     config = config or CompileConfig()
     kwargs = dict(backend=config.backend, fullgraph=config.fullgraph, dynamic=config.dynamic)
     if config.mode is not None:
         kwargs["mode"] = config.mode
-    denoiser.transformer.compile_repeated_blocks(**kwargs)
-    denoiser.control.compile_repeated_blocks(**kwargs)
-    repeated = set(denoiser._repeated_blocks)
-    return sum(type(m).__name__ in repeated for m in denoiser.modules())
+    # Every compiled block shares one code object (nn.Module._call_impl), so each block kind x clip shape x
+    # weight dtype is one entry of its cache; dynamo's default limit (8) would silently send the rest to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    compiled, _ = compile_targets(denoiser)
+    for name in compiled:
+        denoiser.get_submodule(name).compile(**kwargs)
+    return len(compiled)
 
 
 def remove_regional_compile(denoiser: LongVieDenoiser) -> None:
@@ -54,9 +77,17 @@ def remove_regional_compile(denoiser: LongVieDenoiser) -> None:
             module._compiled_call_impl = None
 
 
-def inductor_available() -> str | None:
-    """None when inductor can generate CPU code here, else the reason (no C++ compiler, ...)."""
+def inductor_available(device: torch.device | str = "cpu") -> str | None:
+    """None when inductor can generate code for ``device`` here, else the reason (no C++ compiler for
+    CPU code, no Triton for CUDA code, ...)."""
     import shutil
+
+    if torch.device(device).type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:
+            return "torch.utils._triton is missing"
+        return None if has_triton() else "Triton is not installed (inductor generates CUDA kernels with Triton)"
 
     try:
         from torch._inductor import config as inductor_config

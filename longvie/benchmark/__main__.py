@@ -1,6 +1,8 @@
 """``python -m longvie.benchmark``: ``--estimate-memory [--config ...] [--max-vram GiB]`` estimates GPU and
 host memory per mode without a GPU (:mod:`longvie.acceleration.memory`); ``--amdahl`` measures the
 serial fraction of a clip and the expected speed-up on several GPUs (:mod:`longvie.benchmark.amdahl`);
+``--mode-matrix`` runs every combination of offload, FP8, compile and step cache against the exact path
+(:mod:`longvie.benchmark.matrix`);
 anything else runs the speed benchmark (:mod:`longvie.benchmark.speed`)."""
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 
 ESTIMATE_FLAG = "--estimate-memory"
 AMDAHL_FLAG = "--amdahl"
+MATRIX_FLAG = "--mode-matrix"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
 
         argv.remove(AMDAHL_FLAG)
         return amdahl_main(argv)
+    if MATRIX_FLAG in argv:
+        from .matrix import main as matrix_main
+
+        argv.remove(MATRIX_FLAG)
+        return matrix_main(argv)
     try:
         from .speed import main as speed_main
     except ModuleNotFoundError as error:

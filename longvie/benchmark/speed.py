@@ -18,9 +18,14 @@ compilation) unless ``--no-warmup``.
 Modes (each a flag; "exact" always runs first): ``--cfg-batch`` (guidance as one batch of 2),
 ``--compile`` (regional compilation of the repeated blocks), ``--cache KIND`` (step caching: one row per
 published threshold, see :mod:`longvie.benchmark.step_modes`), ``--fast`` (4-step distilled mode with its
-LoRA, against the exact clip), ``--fp8`` (FP8 weight storage, bf16 compute). Compilation and the fast
-mode's LoRA are undone after their run; FP8 storage cannot be undone and runs last.
-``--calibrate-magcache FILE`` records MagCache's magnitude ratios from one exact clip instead.
+LoRA, against the exact clip), ``--attention-rows [BACKEND ...]`` (one row per attention backend; none
+named: every backend usable here), ``--fp8`` (FP8 block weights with per-row scales: FP8 GEMMs where the
+GPU runs them, else weight-only), ``--offload model|group`` (last; with ``--fp8``, FP8 + offload).
+Compilation and the fast mode's LoRA are undone after their run; FP8 cannot be undone and runs after the
+reversible modes. FP8 and offload go through :func:`longvie.acceleration.modes.apply_modes`. ``H2D
+GiB/call``: weight bytes the offload copied to the GPU per denoiser call. ``--mode-matrix`` runs every
+combination instead (:mod:`.matrix`). ``--calibrate-magcache FILE`` records MagCache's magnitude ratios
+from one exact clip instead.
 """
 from __future__ import annotations
 
@@ -144,10 +149,31 @@ def _uncompile(pipe):
     remove_regional_compile(pipe.denoiser)
 
 
-def _fp8(pipe):
-    from ..acceleration.fp8 import apply_fp8_storage
+def _apply_modes(pipe, **request):
+    """Apply a :class:`~longvie.acceleration.modes.ModeRequest` to the loaded pipeline (the code every caller
+    uses), keeping its attention backend."""
+    from ..acceleration.modes import DeviceInfo, ModeRequest, apply_modes, plan_modes
 
-    apply_fp8_storage(pipe.denoiser, compute_dtype=pipe.denoiser.dtype)
+    request.setdefault("attention", pipe.attention_choice.backend if pipe.attention_choice else "auto")
+    plan = plan_modes(ModeRequest(**request), DeviceInfo.probe(pipe._execution_device, pipe.denoiser.dtype))
+    return apply_modes(pipe, plan)
+
+
+def _fp8(pipe):
+    _apply_modes(pipe, fp8=True)
+
+
+def _attention(backend: str):
+    def apply(pipe):
+        from ..acceleration.attention import select_attention_backend
+
+        pipe._benchmark_attention = pipe.attention_choice
+        pipe.set_attention(select_attention_backend(backend, pipe._execution_device, pipe.denoiser.dtype))
+
+    def undo(pipe):
+        pipe.set_attention(pipe._benchmark_attention)
+
+    return apply, undo
 
 
 def _vae_tiling(enabled: bool):
@@ -156,7 +182,7 @@ def _vae_tiling(enabled: bool):
 
 def _offload(mode: str):
     def apply(pipe):
-        pipe.enable_offload(mode, pipe._run_device)
+        _apply_modes(pipe, offload=mode)
 
     return apply
 
@@ -172,6 +198,9 @@ def selected_modes(args) -> list[Mode]:
         modes.append(Mode("compile", apply=_compile, undo=_uncompile))
     if args.repeat_exact:
         modes.append(Mode("exact-again"))
+    for backend in args.attention_rows or []:
+        apply, undo = _attention(backend)
+        modes.append(Mode(f"attention-{backend}", apply=apply, undo=undo))
     if args.vae_tiling:
         modes.append(Mode("vae-tiling", apply=_vae_tiling(True), undo=_vae_tiling(False)))
     if getattr(args, "fast", False):
@@ -282,6 +311,9 @@ def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict
         pipe(**{**call, "num_inference_steps": 1, "timesteps": None})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    from ..acceleration.modes import host_to_device_stats, reset_host_to_device_stats
+
+    reset_host_to_device_stats(pipe.denoiser)
     timer = StageTimer(device)
     pipe.stage_timer = timer
     try:
@@ -300,6 +332,11 @@ def run_mode(pipe, mode: Mode, inputs: dict, args, device: torch.device) -> dict
               "stages": {name: timer.seconds.get(name, 0.0) for name in STAGES},
               "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
               "peak_rss_bytes": rss.peak}
+    h2d = host_to_device_stats(pipe.denoiser)
+    result["h2d_bytes_per_call"] = None if h2d is None else h2d["bytes_per_call"]
+    record = getattr(pipe, "mode_record", None)
+    result["fp8_kind"] = record.fp8 if record is not None else "off"
+    result["attention"] = pipe.attention_choice.backend if pipe.attention_choice else None
     return result, frames
 
 
@@ -330,8 +367,8 @@ def estimated_gpu_peaks(args, results: list[dict]) -> None:
 
 
 def format_table(results: list[dict]) -> str:
-    header = ["mode", "s/step", "s/clip", "peak GPU GiB", "peak RSS GiB", "TFLOP/s", "MFU", "step speed-up",
-              "max diff", "mean diff", "PSNR dB", "SSIM"]
+    header = ["mode", "s/step", "s/clip", "peak GPU GiB", "peak RSS GiB", "H2D GiB/call", "TFLOP/s", "MFU",
+              "step speed-up", "max diff", "mean diff", "PSNR dB", "SSIM"]
     estimates = any("estimated_gpu_bytes" in r for r in results)
     if estimates:
         header.insert(4, "est. GPU GiB")
@@ -340,7 +377,8 @@ def format_table(results: list[dict]) -> str:
         mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         psnr = "exact" if math.isinf(r["psnr_db"]) else f"{r['psnr_db']:.1f}"
         rows.append([r["mode"], f"{r['seconds_per_step']:.4f}", f"{r['seconds_per_clip']:.3f}",
-                     _gib(r["peak_gpu_bytes"]), _gib(r["peak_rss_bytes"]), f"{r['tflops']:.4g}", mfu,
+                     _gib(r["peak_gpu_bytes"]), _gib(r["peak_rss_bytes"]), _gib(r.get("h2d_bytes_per_call")),
+                     f"{r['tflops']:.4g}", mfu,
                      f"{r['speed_up']:.2f}x", f"{r['max_diff']:.0f}", f"{r['mean_diff']:.3f}", psnr,
                      "-" if r.get("ssim") is None else f"{r['ssim']:.4f}"])
         if estimates:
@@ -382,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast-lora", default=None, help="the distill LoRA for --fast [the fast config's file]")
     parser.add_argument("--calibrate-magcache", type=Path, default=None, metavar="FILE",
                         help="run one exact clip and write MagCache's magnitude ratios to FILE (then exit)")
-    parser.add_argument("--fp8", action="store_true", help="mode: FP8 weight storage, bf16 compute")
+    parser.add_argument("--fp8", action="store_true",
+                        help="mode: FP8 block weights (per-row scales): FP8 GEMMs where the GPU runs them, else "
+                             "weight-only storage")
+    parser.add_argument("--attention-rows", nargs="*", default=None, metavar="BACKEND",
+                        help="modes: one row per attention backend (no names: every backend usable here, see "
+                             "acceleration.attention.BENCHMARK_BACKENDS)")
     parser.add_argument("--vae-tiling", action="store_true", help="mode: tiled VAE encode/decode")
     parser.add_argument("--offload", choices=["model", "group"],
                         help="mode, run last (CUDA only): model CPU offload or block-level group offload; "
@@ -407,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    unusable_backends = []
+    if args.attention_rows is not None and not args.attention_rows:
+        from ..acceleration.attention import benchmark_backends
+
+        rows = benchmark_backends(device, dtype)
+        args.attention_rows = [backend for backend, why in rows if not why]
+        unusable_backends = [(backend, why) for backend, why in rows if why]
     release = args.preset == "release"
     args.frames = args.frames or (81 if release else 9)
     args.height = args.height or (352 if release else 64)
@@ -471,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate_memory or device.type == "cuda":  # measured peaks beside the estimator's
         estimated_gpu_peaks(args, results)
     print(format_table(results))
+    for backend, why in unusable_backends:
+        print(f"attention {backend}: not run ({why})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"device": name, "torch": torch.__version__, "dtype": str(dtype), "preset": args.preset,

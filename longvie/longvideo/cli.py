@@ -108,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg-batch", action="store_true", help="guidance as one batch of 2 (faster, more memory)")
     speed = parser.add_argument_group("speed and memory (see docs/speed-and-memory.md)")
     speed.add_argument("--fp8", dest="fp8", action=argparse.BooleanOptionalAction, default=None,
-                       help="FP8 weight storage of the DiT and control branch, bf16 compute (about half the "
-                            "weight memory; pixels differ slightly; recorded in the run) [off]")
+                       help="FP8 weights (per-row scales) in the DiT and control blocks: about half the weight "
+                            "memory, FP8 matmuls where the GPU has them; pixels differ slightly; recorded in the "
+                            "run [off]")
+    speed.add_argument("--fp8-kind", choices=("auto", "gemm", "weight-only"),
+                       help="with FP8: gemm = FP8 matmuls (sm89+/sm90 GPUs, faster), weight-only = FP8 storage "
+                            "with bf16 matmuls (any device); auto picks gemm where the GPU runs it [auto]")
     speed.add_argument("--cache", dest="step_cache", choices=("firstblock", "teacache", "magcache"),
                        help="skip redundant denoising steps (faster; pixels differ; recorded in the run): firstblock, "
                             "teacache (TeaCache4Wan2.1, I2V-480P coefficients) or magcache (MagCache) [off]")
@@ -146,6 +150,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
                  "step_cache": getattr(args, "step_cache", None),
                  "step_cache_threshold": getattr(args, "step_cache_threshold", None),
                  "step_cache_ratios": getattr(args, "step_cache_ratios", None)}
+    if getattr(args, "fp8_kind", None) and getattr(args, "fp8", None) is not False:
+        overrides["fp8"] = args.fp8_kind
     if args.seed is not None and args.redo is None:
         overrides["seed"] = args.seed
     config = merge(config, {"offload": args.offload})
@@ -180,7 +186,8 @@ def apply_max_vram(config: dict, max_vram_gib: float, cfg: str | None = None) ->
                              step_cache=s.get("step_cache"), compile=bool(config.get("compile")))
     row = lightest_mode(report.inference, max_vram_gib)
     fp8, _, offload = row.mode.rpartition("+")
-    config["offload"], s["fp8"] = offload, bool(fp8)
+    kind = s.get("fp8") if isinstance(s.get("fp8"), str) and s.get("fp8") != "off" else True  # keep --fp8-kind
+    config["offload"], s["fp8"] = offload, kind if fp8 else False
     return (f"--max-vram {max_vram_gib:g}: --offload {offload}{' --fp8' if fp8 else ''} (estimated GPU peak "
             f"{row.gpu_gib:.1f} GiB, host RAM {row.host_gib:.1f} GiB)")
 
@@ -252,6 +259,29 @@ def run_device(config: dict, device: str | None) -> str:
     return device or ("cpu" if is_tiny(config) or not torch.cuda.is_available() else "cuda")
 
 
+def mode_request(config: dict, sequence_degree: int = 1):
+    """The :class:`~longvie.acceleration.modes.ModeRequest` of a resolved config (offload, FP8, compile,
+    step cache, attention, LoRAs)."""
+    from ..acceleration.modes import ModeRequest
+    from .loras import lora_specs
+
+    s = config["sampling"]
+    return ModeRequest(offload=config.get("offload") or "none", fp8=s.get("fp8") or False,
+                       compile=bool(config.get("compile")), step_cache=s.get("step_cache"),
+                       step_cache_threshold=s.get("step_cache_threshold"),
+                       step_cache_ratios=s.get("step_cache_ratios"), attention=config.get("attention") or "auto",
+                       loras=tuple(lora_specs(config)[0]), sequence_parallel=sequence_degree)
+
+
+def plan_run_modes(config: dict, device: str | None, sequence_degree: int = 1):
+    """Plan the run's modes before any model loads (raises ``acceleration.modes.ModeError``)."""
+    from ..acceleration.modes import DeviceInfo, plan_modes
+    from ..presets.config import torch_dtype
+
+    info = DeviceInfo.probe(run_device(config, device), torch_dtype(config["dtype"]))
+    return plan_modes(mode_request(config, sequence_degree), info)
+
+
 def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1,
                     text_encoder: bool = True):
     """A function that loads the pipeline of ``config`` (called only when a clip must be made).
@@ -275,22 +305,11 @@ def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, 
             base, longvie = write_tiny_checkpoints(cache_dir() / "tiny_checkpoints")
         else:
             base, longvie = _resolve_dir(config["base_model_dir"]), _resolve_dir(config["longvie_dir"])
-        target = run_device(config, device)
-        from .loras import lora_specs
-
         pipe = LongViePipeline.from_pretrained(base, longvie, torch_dtype=torch_dtype(config["dtype"]),
-                                               device=target, offload=config.get("offload") or "none",
+                                               device=run_device(config, device),
+                                               modes=mode_request(config, sequence_degree),
                                                vae_tiling=bool(config["sampling"].get("vae_tiling", False)),
-                                               load_text_encoder=text_encoder,
-                                               loras=lora_specs(config)[0] or None)
-        if config["sampling"].get("fp8"):
-            from ..acceleration.fp8 import apply_fp8_storage
-
-            apply_fp8_storage(pipe.denoiser, compute_dtype=pipe.denoiser.dtype)
-        if config.get("compile"):
-            from ..acceleration.compile import apply_regional_compile
-
-            apply_regional_compile(pipe.denoiser)
+                                               load_text_encoder=text_encoder)
         if ranks > 1 and torch.distributed.get_rank() == 0:
             torch.distributed.barrier()
         if ranks > 1:
@@ -460,9 +479,6 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         problems.append(f"--seed {args.seed}: must be an integer in [0, 2^64)")
     if args.max_vram is not None and not (math.isfinite(args.max_vram) and args.max_vram > 0):
         problems.append(f"--max-vram {args.max_vram}: must be a positive number of GiB")
-    if config.get("compile") and s.get("fp8"):
-        problems.append("--compile with --fp8: FP8 storage (diffusers' layerwise casting hooks) cannot run inside "
-                        "torch.compile yet; use one of the two")
     threshold = s.get("step_cache_threshold")
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         problems.append(f"--cache-threshold {threshold}: must be a finite number >= 0")
@@ -553,6 +569,14 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         except ValueError as err:
             raise InputValidationError([str(err)]) from None
 
+    from ..acceleration.modes import ModeError
+
+    try:  # every mode combination is checked against the device before any model loads
+        plan = plan_run_modes(config, args.device, args.sp)
+    except ModeError as err:
+        raise InputValidationError([str(err)]) from None
+    logger.info("%s", plan.describe())
+
     session.out = out
     if config.get("fast_note"):
         logger.info("%s", config.pop("fast_note"))
@@ -563,7 +587,7 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
         num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
         shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
         negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
-        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=bool(s.get("fp8", False)),
+        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=plan.fp8 is not None, fp8_kind=plan.fp8,
         step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"),
         loras=lora_settings, timesteps=s.get("timesteps"), step_cache_ratios=s.get("step_cache_ratios"))
     if args.redo is not None and not 0 <= args.redo < len(inputs.clips):

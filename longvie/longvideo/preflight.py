@@ -35,10 +35,11 @@ CONFIG_KEYS = {"preset": (str,), "base_model_dir": (str, type(None)), "longvie_d
 SAMPLING_KEYS = {"num_frames": (int,), "height": (int,), "width": (int,), "steps": (int,), "cfg": (int, float),
                  "shift": (int, float), "seed": (int,), "history_frames": (int,), "resize": (str,),
                  "negative_prompt": (str, type(None)), "fps": (int, float), "vae_tiling": (bool,),
-                 "fp8": (bool,), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None)),
+                 "fp8": (bool, str), "step_cache": (str, type(None)), "step_cache_threshold": (int, float, type(None)),
                  "timesteps": (list, type(None)), "step_cache_ratios": (str, type(None))}
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 OFFLOAD_MODES = ("none", "model", "group")
+FP8_VALUES = ("off", "auto", "gemm", "weight-only")  # acceleration.modes.FP8_CHOICES (true = auto)
 
 # The released DiT (Wan2.1-I2V-14B): 40 heads x 128, FFN 13824.
 RELEASE_DIT = {"num_attention_heads": 40, "attention_head_dim": 128, "ffn_dim": 13824}
@@ -237,6 +238,8 @@ def check_config_file(path) -> list[str]:
                 problems.append(f"{path}:{line}: offload {value!r}: must be one of {', '.join(OFFLOAD_MODES)}")
             elif key == "resize" and value not in RESIZE_MODES:
                 problems.append(f"{path}:{line}: resize {value!r}: must be one of {', '.join(RESIZE_MODES)}")
+            elif key == "fp8" and isinstance(value, str) and value not in FP8_VALUES:
+                problems.append(f"{path}:{line}: fp8 {value!r}: must be true, false or one of {', '.join(FP8_VALUES)}")
             elif key == "step_cache" and value not in (None, "firstblock", "teacache", "magcache"):
                 problems.append(f"{path}:{line}: step_cache {value!r}: must be null, firstblock, teacache or magcache")
 

@@ -51,6 +51,7 @@ __all__ = [
     "RunManifestError",
     "sha256_file",
     "now_iso",
+    "record_modes",
 ]
 
 MANIFEST_FORMAT = "longvie-run/1"
@@ -381,7 +382,26 @@ def recorded_settings(manifest: dict) -> dict:
     for key, value in (("fp8", False), ("step_cache", None), ("step_cache_threshold", None), ("loras", []),
                        ("timesteps", None), ("step_cache_ratios", None)):
         recorded.setdefault(key, value)  # added later; earlier runs ran without them
+    # fp8_kind came with per-row scaled FP8; earlier FP8 runs stored unscaled weights (other pixels)
+    recorded.setdefault("fp8_kind", UNSCALED_FP8 if recorded["fp8"] else None)
     return recorded
+
+
+UNSCALED_FP8 = "unscaled (before per-row scales)"
+
+
+def record_modes(manifest: dict, modes: dict, step_cache: dict | None) -> None:
+    """Record what runs (``acceleration.modes.ModeRecord.as_dict()``) as ``manifest["modes"]``, with the run's
+    own step cache, and a one-line ``summary`` that each clip generated in this session also keeps. Offload,
+    compile and the attention backend may differ between sessions of one run (same math); the settings
+    that change pixels are compared on resume (:func:`plan_resume`)."""
+    modes = {**modes, "step_cache": step_cache}
+    modes["summary"] = {"offload": modes.get("offload"), "fp8": modes.get("fp8"),
+                        "compiled_blocks": sum((modes.get("compiled") or {}).values()),
+                        "attention": modes.get("attention"),
+                        "step_cache": None if step_cache is None else step_cache.get("kind"),
+                        "loras": len(modes.get("loras") or [])}
+    manifest["modes"] = modes
 
 
 def plan_resume(manifest: dict, run: RunDir, settings: dict, seed: int | None, clip_sources: list[dict],

@@ -43,6 +43,7 @@ from .run_state import (
     mark_clip_done,
     new_manifest,
     plan_resume,
+    record_modes,
     sha256_file,
 )
 from .validation import ClipCondition, InputValidationError
@@ -96,7 +97,8 @@ class LongVideoSettings:
     model: str = "unspecified"
     dtype: str = "bfloat16"
     vae_tiling: bool = False  # tiled VAE encode/decode changes pixels slightly: part of the run's identity
-    fp8: bool = False  # FP8 weight storage of the denoiser (bf16 compute): changes pixels slightly
+    fp8: bool = False  # FP8 weights in the denoiser's blocks: changes pixels slightly
+    fp8_kind: str | None = None  # "gemm" (FP8 matmuls) | "weight-only" when fp8 (acceleration.fp8): other numerics
     step_cache: str | None = None  # "firstblock" | "teacache" | "magcache": skip redundant steps (changes pixels)
     step_cache_threshold: float | None = None  # None: the kind's default
     loras: tuple = ()  # [{sha256, scale}] of the LoRAs fused into the denoiser (longvideo.loras)
@@ -375,13 +377,21 @@ class LongVideoSampler:
         extra = dict(self.pipe_kwargs)
         if s.negative_prompt is not None:
             extra["negative_prompt"] = s.negative_prompt
+        step_cache = None
         if s.step_cache is not None:
             from ..acceleration.step_cache import StepCacheConfig
 
-            extra["step_cache"] = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold,
-                                                  magcache_ratios=s.step_cache_ratios)
+            step_cache = StepCacheConfig(kind=s.step_cache, threshold=s.step_cache_threshold,
+                                         magcache_ratios=s.step_cache_ratios)
+            extra["step_cache"] = step_cache
+        elif getattr(self.pipe, "default_step_cache", None) is not None:
+            extra["step_cache"] = False  # the run's settings say off: the pipeline's default must not apply
         if s.timesteps is not None:
             extra["timesteps"] = list(s.timesteps)
+        mode_record = getattr(self.pipe, "mode_record", None)
+        if mode_record is not None:  # what actually runs (acceleration.modes), the step cache from the settings
+            record_modes(manifest, mode_record.as_dict(), None if step_cache is None else
+                         {"kind": step_cache.kind, "threshold": step_cache.threshold})
         if hasattr(self.pipe, "set_vae_tiling"):  # the recorded setting, whatever the pipe was built with
             self.pipe.set_vae_tiling(s.vae_tiling)
         if hasattr(self.pipe, "cache_prompts"):  # every prompt of the session encoded once (one rank under torchrun)
@@ -450,6 +460,8 @@ class LongVideoSampler:
                 run.write_clip_video(index, frames, s.fps)
                 seconds = time.perf_counter() - clip_started
                 mark_clip_done(manifest, run, index, state_sha256, len(frames), seconds)
+                if mode_record is not None:
+                    manifest["clips"][index]["modes"] = manifest["modes"]["summary"]
                 if index == len(clips) - 1:
                     manifest["pending_redo"] = None
                 run.save_manifest(manifest)

@@ -10,6 +10,7 @@ SPEC §4. Typical use::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -158,6 +159,8 @@ class LongViePipeline(DiffusionPipeline):
         self.offload_mode = None
         self.vae_tiling = False
         self._parallel = None      # acceleration.parallel.ParallelState, set by enable_parallelism
+        self.default_step_cache = None  # StepCacheConfig used when a call passes none (set by apply_modes)
+        self.mode_record = None    # acceleration.modes.ModeRecord: what apply_modes applied
         self.stage_timer = None    # optional f(stage name) -> context manager, set by the benchmark
         self.prompt_cache = PromptCache()   # umT5 embeddings by prompt (cache_prompts)
         self.text_encoder_loader = None     # loads umT5 again after release_text_encoder (set by from_pretrained)
@@ -200,7 +203,7 @@ class LongViePipeline(DiffusionPipeline):
                         device: str | torch.device | None = None, offload: str = "none",
                         vae_dtype: torch.dtype = torch.float32,
                         attention_backend: str = "auto", vae_tiling: bool = False, load_text_encoder: bool = True,
-                        sequence_degree: int = 1, cfg_degree: int = 1, loras=None) -> "LongViePipeline":
+                        sequence_degree: int = 1, cfg_degree: int = 1, loras=None, modes=None) -> "LongViePipeline":
         """Load the base model (either Wan layout) and the LongVie 2 weights.
 
         Args:
@@ -214,8 +217,9 @@ class LongViePipeline(DiffusionPipeline):
                 with prefetch, for 24-48 GB cards). GPU and host memory per mode:
                 ``python -m longvie.benchmark --estimate-memory``.
             vae_dtype: the VAE is small and precision-sensitive; float32 by default.
-            attention_backend: "auto" (flash-attn 2 where diffusers reports it usable, on sm80+
-                GPUs, with half-precision weights; PyTorch SDPA otherwise), or any diffusers
+            attention_backend: "auto" (on sm90 GPUs FlashAttention-3 or cuDNN attention, elsewhere
+                flash-attn 2 on sm80+ GPUs, each where diffusers reports it usable and with
+                half-precision weights; PyTorch SDPA otherwise), or any diffusers
                 backend name ("native", "flash", "_flash_3", "sage", ...). The choice and the
                 reason are in ``pipe.attention_choice``.
             vae_tiling: tiled VAE encode/decode (lower peak memory, slightly different pixels);
@@ -227,42 +231,49 @@ class LongViePipeline(DiffusionPipeline):
             loras: LoRAs fused into the denoiser before offloading (and before FP8): paths, ``"PATH:SCALE"``
                 strings or :class:`~longvie.weights.lora.LoraSpec`; records in ``pipe.loras``. Checked from
                 the files' headers before the base model loads (:mod:`longvie.weights.lora`).
+            modes: an ``acceleration.modes.ModeRequest`` (offload, FP8, compile, step cache, attention,
+                LoRAs, ...); when given, it replaces ``offload`` and ``attention_backend``. Validated
+                against the device before anything loads (``ModeError`` names what cannot run) and
+                applied in one order by ``acceleration.modes.apply_modes``; ``pipe.mode_record`` says
+                what ran.
         """
-        from ..acceleration.attention import select_attention_backend
         from ..acceleration.devices import resolve_device
+        from ..acceleration.modes import DeviceInfo, ModeRequest, apply_modes, plan_modes
         from ..weights.loading import load_base_components, load_denoiser, longvie_weight_paths
 
         device = resolve_device(device)
-        # Checked before loading: a backend that cannot run fails in seconds, not after the 14B load.
-        choice = select_attention_backend(attention_backend, device, torch_dtype)
+        request = modes if modes is not None else ModeRequest(offload=offload, attention=attention_backend)
+        if loras:  # fused first by apply_modes (before FP8 and offload)
+            from ..weights.lora import _as_specs
+
+            request = dataclasses.replace(request, loras=tuple(request.loras) + tuple(_as_specs(loras)))
+        request = dataclasses.replace(request, sequence_parallel=max(request.sequence_parallel, sequence_degree))
+        # Checked before loading: a mode or a parallel layout that cannot run fails in seconds, not after the 14B load.
+        plan = plan_modes(request, DeviceInfo.probe(device, torch_dtype))
         if sequence_degree * cfg_degree > 1:
             from ..acceleration.parallel import init_distributed, parallel_problems
 
             _, world = init_distributed(device)  # joins torchrun's group; (0, 1) outside torchrun
             problems = parallel_problems(sequence_degree, cfg_degree, world_size=world,
-                                         attention_backend=choice.backend)
+                                         attention_backend=plan.attention.backend)
             if problems:
                 raise ValueError("; ".join(problems))
         control_path, dit_path = longvie_weight_paths(longvie_dir)
-        if loras:  # a LoRA that cannot fit fails in seconds, before the 14B load
+        if plan.loras:  # a LoRA that cannot fit fails in seconds, before the 14B load
             from ..weights.lora import LoraError, check_lora_files, lora_model_config
 
-            problems = check_lora_files(loras, lora_model_config(base_dir, control_path))
+            problems = check_lora_files(list(plan.loras), lora_model_config(base_dir, control_path))
             if problems:
                 raise LoraError("cannot apply the LoRA(s):\n" + "\n".join(f"  - {p}" for p in problems))
         components = load_base_components(base_dir, torch_dtype=torch_dtype, vae_dtype=vae_dtype,
                                           text_encoder=load_text_encoder)
         denoiser = load_denoiser(base_dir, control_path, dit_path, torch_dtype=torch_dtype)
-        if loras:
-            from ..weights.lora import load_loras
-
-            load_loras(denoiser, loras, fuse=True)
         pipe = cls(denoiser=denoiser, **components)
         from .distributed import load_text_encoder as load_umt5
 
         pipe.text_encoder_loader = lambda: load_umt5(base_dir, torch_dtype)
-        pipe.set_attention(choice)
-        pipe.enable_offload(offload, device)
+        apply_modes(pipe, plan)
+        logger.info(plan.describe())
         pipe.set_vae_tiling(vae_tiling)
         if sequence_degree * cfg_degree > 1:
             pipe.enable_parallelism(sequence_degree, cfg_degree)
@@ -305,14 +316,15 @@ class LongViePipeline(DiffusionPipeline):
             self.vae.disable_tiling()
         self.vae_tiling = bool(enabled)
 
-    def enable_offload(self, mode: str, device: str | torch.device | None = "cuda") -> None:
+    def enable_offload(self, mode: str, device: str | torch.device | None = "cuda", stream=None) -> None:
         """Place the models: "none", "model" or "group" (see :meth:`from_pretrained` and
-        ``longvie.acceleration.offload``). "cuda" is resolved to an indexed device first."""
+        ``longvie.acceleration.offload``). "cuda" is resolved to an indexed device first. Prefer
+        ``acceleration.modes.apply_modes``, which also orders FP8 and compile around it."""
         from ..acceleration.devices import resolve_device
         from ..acceleration.offload import enable_offload
 
         device = resolve_device(device)
-        enable_offload(self, mode, device)
+        enable_offload(self, mode, device, stream=stream)
         self._run_device = device
         self.offload_mode = mode
 
@@ -379,9 +391,9 @@ class LongViePipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs: what the callback's dict holds: "latents", and
                 "x0" (the current estimate of the clean latents, for previews) when asked for.
             cfg_batch: run the guidance branches as one batch of 2 (faster on a GPU, more memory).
-            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig` (off by
-                default): skip the blocks on steps where they would change little (firstblock, TeaCache,
-                MagCache).
+            step_cache: optional :class:`~longvie.acceleration.step_cache.StepCacheConfig`: skip the
+                blocks on steps where they would change little (firstblock, TeaCache, MagCache). None uses
+                ``self.default_step_cache`` (set from the modes; off by default); False turns it off.
             timesteps: optional explicit schedule, positions before the shift in (0, 1000], strictly
                 decreasing (e.g. [1000, 750, 500, 250], the step-distilled schedule of the fast mode);
                 overrides ``num_inference_steps`` (see ``longvie.sampling.scheduling``).
@@ -463,7 +475,9 @@ class LongViePipeline(DiffusionPipeline):
         scheduler = make_sampling_scheduler(num_inference_steps, shift, device=device, timesteps=timesteps)
         scheduler.set_begin_index(0)
         make_block_stack = None
-        if step_cache is not None:
+        if step_cache is None:
+            step_cache = self.default_step_cache
+        if step_cache:
             from ..acceleration.step_cache import make_step_cache
 
             # GuidedVelocity makes one cache per branch, the conditional branch first (see its branch modes)

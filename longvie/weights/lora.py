@@ -587,9 +587,10 @@ def _refuse_unmergeable(denoiser) -> None:
         if param.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or type(param.data) not in (torch.Tensor,):
             raise LoraError(f"the denoiser's weights are already quantised ({name}: {param.dtype}, "
                             f"{type(param.data).__name__}): apply LoRAs before FP8 (fuse, then quantise)")
+    streamed = getattr(denoiser, "block_streamer", None) is not None  # acceleration.offload's group offload
     for module in denoiser.modules():
         registry = getattr(module, "_diffusers_hook", None)
-        if registry is not None and registry.get_hook("group_offloading") is not None:
+        if streamed or (registry is not None and registry.get_hook("group_offloading") is not None):
             raise LoraError("the denoiser is already group-offloaded: apply LoRAs before enabling offload "
                             "(LongViePipeline.from_pretrained(..., loras=...) does)")
 

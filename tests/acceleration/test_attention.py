@@ -19,13 +19,17 @@ CUDA = torch.device("cuda", 0)
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """A CUDA device of a chosen compute capability, and a flash-attn that diffusers does or does not accept."""
-    state = {"capability": (9, 0), "flash_usable": True}
+    state = {"capability": (8, 0), "flash_usable": True, "flash3_usable": False, "cudnn_runs": False}
     monkeypatch.setattr(attention, "_capability", lambda device: state["capability"])
+    monkeypatch.setattr(attention, "_cudnn_attention_runs",
+                        lambda device, dtype: (True, "") if state["cudnn_runs"] else (False, "cuDNN attention fails"))
     real = attention.diffusers_backend_usable
 
     def usable(backend):
         if backend == "flash":
             return (True, "") if state["flash_usable"] else (False, "flash-attn 2.5.0 is older than 2.6.3")
+        if backend == "_flash_3":
+            return (True, "") if state["flash3_usable"] else (False, "please build FA3 from source")
         return real(backend)
 
     monkeypatch.setattr(attention, "diffusers_backend_usable", usable)
@@ -115,3 +119,39 @@ def test_apply_attention_on_the_tiny_denoiser(tiny_pipeline):
         apply_attention(denoiser, AttentionChoice("native", "test", fused_sdpa_only=False))
     assert not isinstance(denoiser.forward, attention._FusedSdpaHook)
     assert tiny_pipeline.attention_choice.backend == "native"
+
+
+@pytest.mark.parametrize("flash3, cudnn, expected", [
+    (True, True, "_flash_3"),
+    (False, True, "_native_cudnn"),
+    (False, False, "flash"),        # neither runs: flash-attn 2 as on other GPUs
+])
+def test_hopper_prefers_flash_attention_3_then_cudnn(fake_gpu, flash3, cudnn, expected):
+    fake_gpu.update(capability=(9, 0), flash3_usable=flash3, cudnn_runs=cudnn)
+    for sequence_parallel in (False, True):  # both run under LongVie's sequence parallelism
+        choice = select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=sequence_parallel)
+        assert choice.backend == expected and not choice.fused_sdpa_only
+    fake_gpu["capability"] = (8, 0)  # an A100 keeps flash-attn 2
+    assert select_attention_backend("auto", CUDA, torch.bfloat16).backend == "flash"
+
+
+def test_sequence_parallelism_refuses_only_backends_that_cannot_run_there(fake_gpu, monkeypatch):
+    """The answer is parallel.py's (one place knows how each backend runs sequence-parallel)."""
+    from longvie.acceleration import parallel
+
+    assert attention.supports_sequence_parallel("native") == (True, "")
+    assert attention.supports_sequence_parallel("_flash_3") == (True, "")
+    ok, why = attention.supports_sequence_parallel("_native_npu")
+    assert not ok and why == parallel.sequence_parallel_backend_support("_native_npu")[1]
+    monkeypatch.setattr(parallel, "sequence_parallel_backend_support",
+                        lambda backend: (backend != "_flash_3", "no sequence-parallel path for _flash_3"))
+    fake_gpu.update(capability=(9, 0), flash3_usable=True, cudnn_runs=True)
+    assert select_attention_backend("auto", CUDA, torch.bfloat16, sequence_parallel=True).backend == "_native_cudnn"
+    assert select_attention_backend("_flash_3", CUDA, torch.bfloat16).backend == "_flash_3"
+    with pytest.raises(ValueError, match="no sequence-parallel path"):
+        select_attention_backend("_flash_3", CUDA, torch.bfloat16, sequence_parallel=True)
+
+
+def test_benchmark_backends_on_the_cpu():
+    rows = dict(attention.benchmark_backends("cpu", torch.float32))
+    assert rows["native"] == "" and rows["flash"] and rows["_native_cudnn"]

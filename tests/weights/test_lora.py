@@ -330,6 +330,12 @@ class _StandInStream:  # CPU stand-in for a CUDA stream (as tests/acceleration/t
     def wait_stream(self, other):
         pass
 
+    def wait_event(self, event):  # the group-offload streamer orders copies by events
+        pass
+
+    def record_event(self, event=None):
+        return None
+
 
 @torch.no_grad()
 def test_fused_lora_then_group_offload_and_not_after(truth, tmp_path, monkeypatch):

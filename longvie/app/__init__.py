@@ -4,7 +4,8 @@ extraction tools. It reuses the sampler's config resolution, weight checks and p
 ``python -m longvie.sample``, and the ``utils/`` extraction functions for driving videos.
 
 ``engine`` (jobs, no UI), ``inputs`` (page inputs -> condition folder), ``runs`` (run listing,
-zip), ``extraction`` (driving video -> controls), ``ui`` (the Gradio page), ``__main__`` (CLI).
+zip), ``extraction`` (driving video -> controls), ``camera`` (the Camera tab's jobs over
+``longvie.camera``), ``ui`` and ``camera_ui`` (the Gradio page and its Camera tab), ``__main__`` (CLI).
 
 May import: every other subpackage except ``benchmark``.
 """

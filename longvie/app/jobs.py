@@ -37,7 +37,7 @@ class Job:
     """One queued, running or finished job and what its page shows."""
 
     id: str  # the run folder's name for generation jobs
-    kind: str  # "generate" | "resume" | "redo" | "extract"
+    kind: str  # "generate" | "resume" | "redo" | "extract" | "camera-preview" | "explore"
     owner: str | None  # longvie.app.access.owner_key of the submitting browser
     start: Callable[[JobControl], Iterator[JobEvent]] = field(repr=False)
     run_dir: Path | None = None
@@ -177,8 +177,8 @@ class JobManager:
         """Ask the owner's running generation job to stop once the clip in progress is finished."""
         with self._changed:
             job = self._check_owner(self._jobs.get(job_id) if job_id else None, owner)
-            if job.kind == "extract":
-                return "Control extraction has no clips to stop after; use Cancel."
+            if job.kind in ("extract", "camera-preview"):
+                return "This job has no clips to stop after; use Cancel."
             if not job.active:
                 return f"The job has already ended ({job.state})."
             job.control.stop_after_clip.set()

@@ -1,6 +1,6 @@
 """The page (Gradio Blocks) over :class:`longvie.app.engine.Studio` and :class:`longvie.app.jobs.JobManager`.
 
-Layout: inputs on the left (control videos / condition folder / driving video, the pairing of
+Layout: inputs on the left (control videos / condition folder / driving video / camera, the pairing of
 controls with clips, the per-clip prompt table, LoRAs, settings, Generate, Stop after this clip,
 Cancel), results on the right (message, status and progress, the live preview, one row per clip
 with depth | tracks | generated, the stitched video, downloads), past runs below (show, resume,
@@ -35,6 +35,7 @@ from ..controls.point_tracking import BACKENDS as TRACK_BACKENDS
 from ..longvideo.run_state import RunDir
 from ..longvideo.validation import load_conditions
 from .access import AllowedDirs, NotAllowedError, new_session_id, owner_key, read_owner
+from .camera import CameraJobs, is_explore_run
 from .engine import OFFLOAD_MODES, ClipView, GenerationRequest, Studio, describe_error
 from .extraction import STAGES, ExtractionOptions
 from .inputs import (
@@ -223,12 +224,13 @@ def classify(problems: list[str]) -> dict[str, list[str]]:
     return fields
 
 
-def camera_tab(studio: Studio) -> None:
-    """PLACEHOLDER — the camera tab (issue 22, point 6) goes here once ``python -m longvie.camera``
-    is on main: a photo, a camera path preset, a length, previews of the path and of the rendered
-    controls, then Generate through the same job queue. Nothing is drawn until then (no fake UI);
-    :func:`build_app` calls this inside its ``gr.Tabs`` after the "Driving video" tab."""
-    return None
+def camera_tab(studio: Studio, allowed: AllowedDirs):
+    """The Camera tab (issue 22 point 6, issue 24 point 1; :mod:`longvie.app.camera_ui`): a photo and a
+    camera path -> Preview path -> Generate. :func:`build_app` calls this inside its ``gr.Tabs`` after
+    the "Driving video" tab and wires it once the page's shared parts exist."""
+    from .camera_ui import camera_tab as draw
+
+    return draw(allowed.describe(), int(studio.sampling["num_frames"]), int(studio.sampling.get("fps", 16)))
 
 
 def persistent_secret(outputs: Path) -> str:
@@ -375,7 +377,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                                   "generation will not start."), elem_id="weights-warning")
         with gr.Row():
             with gr.Column(scale=1):
-                with gr.Tabs():
+                with gr.Tabs() as input_tabs:
                     with gr.Tab("Control videos", id="tab-videos"):
                         first_frame = gr.File(label="First frame (PNG/JPEG)", file_count="single",
                                               elem_id="first-frame")
@@ -406,9 +408,7 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                             frame_step = gr.Number(value=1, precision=0, label="Frame step")
                         extract = gr.Button("Extract controls", elem_id="extract")
                         stages = gr.HTML(render_stages({}))
-                    # ---- Camera tab (issue 22, point 6) goes here: camera_tab(studio), once
-                    # ---- `python -m longvie.camera` is on main. Intentionally empty until then.
-                    camera_tab(studio)
+                    camera = camera_tab(studio, allowed)
                 inputs_error = gr.HTML("", elem_id="inputs-error", elem_classes=["lv-field-error"])
                 controls_info = gr.Markdown("No controls yet.", elem_id="controls-info")
                 pairing_view = gr.HTML(render_pairing(Pairing()), elem_id="pairing")
@@ -796,6 +796,23 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
             except LookupError:
                 return {message: ok_message("That job has already ended."), actions_error: ""}
 
+        # ---------------------------------------------------------------- the camera tab
+        from types import SimpleNamespace
+
+        from .camera_ui import wire_camera_tab
+
+        wire_camera_tab(camera, SimpleNamespace(
+            page=page, manager=manager, studio=studio, input_tabs=input_tabs, main_only=[
+                inputs_error, controls_info, pairing_view, prompts, prompts_error, generate],
+            session=session, message=message, status=status,
+            current_job=current_job, follow_token=follow_token, run_id=run_id, preview=preview, clips=clips,
+            final_video=final_video, downloads=downloads, seed=seed, steps=steps, cfg=cfg, height=height,
+            width=width, num_frames=num_frames, offload=offload, run_name=run_name, loras=loras,
+            lora_files=lora_files, settings_error=settings_error, lora_error=lora_error, follow_after=follow_after,
+            start_following=start_following, job_status=job_status, error_message=error_message,
+            ok_message=ok_message, describe_error=describe_error, resize_table=resize_table, path_of=_path,
+            paths_of=_paths, lora_specs=lora_specs, render_clips=render_clips, show_error_js=SHOW_ERROR_JS))
+
         cancel.click(lambda job_id, sid: owner_request(manager.cancel, job_id, sid), [current_job, session],
                      [message, actions_error], queue=False)
         stop_after.click(lambda job_id, sid: owner_request(manager.stop_after_clip, job_id, sid),
@@ -844,6 +861,9 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
 
         def on_resume(name, offload_, session_id, request: gr.Request):
             run = page.run_dir(name)
+            if run is not None and is_explore_run(run):  # the camera tab's Explore: through longvie.camera.explore
+                return submit_on_run(name, session_id, request, "resume",
+                                     lambda control: CameraJobs(studio).resume(run, offload_, control), "Resuming")
             return submit_on_run(name, session_id, request, "resume",
                                  lambda control: studio.resume(run, offload_, control), "Resuming")
 
@@ -851,6 +871,11 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
 
         def on_redo(name, clip, seed_, text, offload_, session_id, request: gr.Request):
             run = page.run_dir(name)
+            if run is not None and is_explore_run(run):
+                return submit_on_run(name, session_id, request, "redo",
+                                     lambda control: CameraJobs(studio).redo(run, clip, seed_, text, offload_,
+                                                                             control),
+                                     f"Regenerating from clip {clip}:")
             return submit_on_run(name, session_id, request, "redo",
                                  lambda control: studio.redo(run, clip, seed_, text, offload_, control),
                                  f"Regenerating from clip {clip}:")
@@ -955,7 +980,8 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                 else:
                     update[message] = error_message(f"Run {wanted}: not found.", title="Cannot show that run:")
             else:
-                mine = [job for job in manager.jobs_of(viewer) if job.active and job.kind != "extract"]
+                mine = [job for job in manager.jobs_of(viewer)
+                        if job.active and job.kind not in ("extract", "camera-preview")]
                 if mine:
                     update[status] = ("Idle. Your job " + ", ".join(job.id for job in mine)
                                       + " is still queued or running: pick it in Past runs (Show) to follow it.")

@@ -166,6 +166,7 @@ class ExploreResult:
     video: Path
     ply: Path
     points: list[int]  # cloud size before each clip and after the last
+    stopped: bool = False  # stopped after a clip on request: ``ply`` is not written yet, the rest is pending
 
 
 def sampling_config(config_name: str, **overrides) -> dict:
@@ -198,14 +199,20 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
             log: Callable[[str], None] | None = None, on_step: Callable[[int, int, int], None] | None = None,
             on_clip_done: Callable[[int], None] | None = None, allow_placeholder_prompts: bool = False,
             progress_bars: bool = True, command: str | None = None, estimator=None,
-            redo: int | None = None) -> ExploreResult:
+            redo=None, run_dir=None, load_pipe: Callable | None = None,
+            on_preview: Callable | None = None, stop_requested: Callable[[], bool] | None = None) -> ExploreResult:
     """Generate the video of ``image`` along ``path`` with a growing 3D memory (see the module docstring).
 
     Args:
         config: the model config resolved as the sampler resolves it (:func:`sampling_config`).
         log: where progress lines go (default: the ``longvie.camera`` logger, which the run's run.log records).
         on_step, on_clip_done: passed to the sampler (the app's progress and cancel hooks).
-        redo: generate clip ``redo`` and every clip after it again (memories after it are rebuilt).
+        redo: generate clip ``redo`` and every clip after it again (memories after it are rebuilt); an int,
+            or a :class:`~longvie.longvideo.run_state.RedoRequest` (a new seed or prompt for that clip).
+        run_dir: the sampler's run directory (default ``out/run``; the app keeps its runs elsewhere).
+        load_pipe: returns the loaded pipeline (default: loaded from ``config``; the app passes the one it holds).
+        on_preview, stop_requested: passed to the sampler (the app's live preview and "stop after this clip");
+            a run stopped after a clip returns with ``stopped`` set, before the memory takes the last clip in.
 
     Raises:
         CameraInputError / CameraPathError: bad input (before any model loads).
@@ -227,8 +234,11 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
     problems += check_model_dirs(config)
     if s["num_frames"] != settings.frames_per_clip:
         problems.append(f"frames per clip {settings.frames_per_clip} differ from the model's {s['num_frames']}")
-    if redo is not None and not 0 <= redo < plan.num_clips:
-        problems.append(f"--redo {redo}: the video has clips 0..{plan.num_clips - 1}")
+    from ..longvideo.run_state import RedoRequest
+
+    redo = None if redo is None else redo if isinstance(redo, RedoRequest) else RedoRequest(int(redo))
+    if redo is not None and not 0 <= redo.clip < plan.num_clips:
+        problems.append(f"--redo {redo.clip}: the video has clips 0..{plan.num_clips - 1}")
     if plan.placeholder_prompts and not allow_placeholder_prompts:
         problems.append("--explore generates the video: give --prompt TEXT (or --prompt-file, one prompt per clip)")
     if problems:
@@ -261,8 +271,9 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
     clips = [ClipCondition(index=i, text=plan.prompts[i], depth=out / f"depth_{i:02d}.mp4",
                            track=out / f"track_{i:02d}.mp4", placeholder=plan.placeholder_prompts)
              for i in range(plan.num_clips)]
-    sampler = LongVideoSampler(sampler_settings(config), load_pipe=pipeline_loader(config, settings.device),
-                               progress=progress_bars)
+    run_dir = out / "run" if run_dir is None else Path(run_dir)
+    sampler = LongVideoSampler(sampler_settings(config), progress=progress_bars,
+                               load_pipe=load_pipe or pipeline_loader(config, settings.device))
 
     def clip_done(index: int) -> None:
         if progress:
@@ -272,17 +283,18 @@ def explore(image, path: PathSpec, settings: CameraSettings, out, config: dict,
 
     if progress:
         progress(EXPLORE_STAGES[2], 0, plan.num_clips)
-    from ..longvideo.run_state import RedoRequest
-
-    result = sampler(out / "run", out / "first.png", clips, config={**config, "camera": str(out / "camera.json")},
+    result = sampler(run_dir, out / "first.png", clips, config={**config, "camera": str(out / "camera.json")},
                      command=command, on_step=on_step, on_clip_done=clip_done,
-                     allow_placeholder_prompts=allow_placeholder_prompts, controls=provider,
-                     redo=None if redo is None else RedoRequest(redo))
+                     allow_placeholder_prompts=allow_placeholder_prompts, controls=provider, redo=redo,
+                     on_preview=on_preview, stop_requested=stop_requested)
+    if result.stopped:  # the rest stays pending: the same call later resumes (and finishes the memory)
+        sizes = [len(WorldMemory.load(_memory_path(out, k))[0].cloud) for k in range(sampler.finished_clips)]
+        return ExploreResult(out, result.run_dir, result.video_path, out / "memory.ply", sizes, stopped=True)
 
     # 4. the last clip into the memory, the fused cloud, cond.json and the preview
     if progress:
         progress(EXPLORE_STAGES[3], 0, 1)
-    finished = _finished_clips(out / "run", plan.num_clips)
+    finished = _finished_clips(run_dir, plan.num_clips)
     memory = provider.memory_for(plan.num_clips, finished)
     ply = write_ply(out / "memory.ply", memory.cloud)
     write_cond_json(out, plan.prompts, plan.num_clips, plan.placeholder_prompts)

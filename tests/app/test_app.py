@@ -731,3 +731,180 @@ def test_a_runs_loras_are_its_settings_and_a_changed_lora_is_not_resumed(studio,
     write(1)
     again = run_events(studio.resume(events[-1].run_dir))
     assert again[-1].kind == "error" and "loras" in again[-1].message
+
+
+# ------------------------------------------------------------------------------------------------
+# The camera tab's jobs (longvie.app.camera): the synthetic example's photo and exact depth, no depth model
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def camera_photo(tmp_path_factory):
+    """The synthetic scene's photo and its depth in metres, at twice the test size (same aspect ratio)."""
+    from longvie.camera.example import write_synthetic_photo
+
+    return write_synthetic_photo(tmp_path_factory.mktemp("camera_photo") / "example", 2 * HEIGHT, 2 * WIDTH)
+
+
+def camera_request(camera_photo, **overrides):
+    from longvie.app.camera import CameraRequest
+
+    photo, depth = camera_photo
+    fields = dict(photo=photo, depth=depth, fov=70, path="orbit_left", angle=20, clips=2,
+                  prompt="The camera circles left across a sunlit plaza.", steps=1, height=HEIGHT, width=WIDTH,
+                  num_frames=FRAMES, offload="none", owner="owner-key")
+    return CameraRequest(**{**fields, **overrides})
+
+
+def camera_problems(jobs, request) -> dict[str, list[str]]:
+    from longvie.app.camera import camera_fields
+
+    with pytest.raises(AppInputError) as err:
+        jobs.check(request)
+    for problem in err.value.problems:  # in the page's words: no command-line flag, no server folder
+        assert "--" not in problem and "/" not in problem.split(" — ")[0].replace("clips/", ""), problem
+    return {name: found for name, found in camera_fields(err.value.problems).items() if found}
+
+
+def test_camera_request_problems_are_field_errors_in_page_words(tmp_path, camera_photo):
+    """Each bad input of the camera tab is reported before anything runs, at its field, naming the file
+    by its name: a missing or unreadable photo, a depth map of another aspect ratio, with values <= 0 or
+    of the wrong kind, a path that leaves every point behind the camera, missing prompts, bad numbers."""
+    from longvie.app.camera import CameraJobs, clip_count, page_words
+
+    jobs = CameraJobs(Studio("tiny", tmp_path / "outputs"))
+    photo, depth = camera_photo
+    assert camera_problems(jobs, camera_request(camera_photo, photo=None, prompt="")) == {
+        "photo": ["Photo: missing — upload a photo (PNG or JPEG), or give one on the server"],
+        "prompts": ["Prompt: none for every clip — write one prompt for all clips, or one per clip in the table"]}
+    broken = tmp_path / "holiday.png"
+    broken.write_text("not an image")
+    assert camera_problems(jobs, camera_request(camera_photo, photo=broken))["photo"] == [
+        "Photo holiday.png: cannot be read as an image — upload a PNG or JPEG"]
+    np.save(tmp_path / "square.npy", np.full((40, 40), 5.0, np.float32))
+    problem, = camera_problems(jobs, camera_request(camera_photo, depth=tmp_path / "square.npy"))["geometry"]
+    assert problem.startswith("Depth map square.npy: the depth map is 40x40") and "aspect" in problem
+    negative = np.load(depth)
+    negative[0, :3] = -1.0
+    np.save(tmp_path / "negative.npy", negative)
+    problem, = camera_problems(jobs, camera_request(camera_photo, depth=tmp_path / "negative.npy"))["geometry"]
+    assert problem.startswith("Depth map negative.npy: 3 pixel(s) have depth <= 0")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((2 * HEIGHT, 2 * WIDTH), np.uint8)).save(tmp_path / "eight_bit.png")
+    problem, = camera_problems(jobs, camera_request(camera_photo, depth=tmp_path / "eight_bit.png"))["geometry"]
+    assert problem.startswith("Depth map eight_bit.png: a L PNG; a depth PNG must be 16-bit")
+    assert camera_problems(jobs, camera_request(camera_photo, depth=tmp_path / "notes.txt"))["geometry"] == [
+        "Depth map notes.txt: wrong file type — give a .npy or .npz depth map in metres, or a 16-bit PNG in "
+        "millimetres"]
+    # dolly_in at 500 m/s: within the first clip the camera has passed every point of the plaza (<= ~250 m away)
+    problem, = camera_problems(jobs, camera_request(camera_photo, path="dolly_in", speed=500))["path"]
+    assert problem.startswith("Camera path dolly_in: at frame ") and "behind the camera or out of view" in problem
+    assert "(Clips or Seconds)" in problem and "(Speed or Angle)" in problem
+    found = camera_problems(jobs, camera_request(camera_photo, speed="fast", angle=-1, fov=200, clips=0,
+                                                 prompts=["", "", "extra"], steps=0))
+    assert found["path"] == ["Speed 'fast': not a number (metres per second; empty: 5 % of the scene's depth per "
+                             "second)", "Angle -1: must be at least 0 (degrees per second)",
+                             "Clips 0: must be at least 1"]
+    assert found["geometry"] == ["Field of view 200: must be between 1 and 179 (horizontal, in degrees; empty: 60)"]
+    assert found["settings"] == ["Steps 0: must be at least 1 (50 for the released model)"]
+    # one prompt for every clip, or the table's rows; seconds win over clips (9 frames at 16 fps: 0.5 s a clip)
+    checked = jobs.check(camera_request(camera_photo, seconds="1.2", clips=1, prompts=["", "clip one", ""]))
+    assert checked.num_clips == clip_count(1, 1.2, FRAMES, 16) == 3
+    assert checked.prompts == ["The camera circles left across a sunlit plaza.", "clip one",
+                               "The camera circles left across a sunlit plaza."]
+    assert page_words("--path orbit_left: shorten the path (--clips/--seconds); --depth /srv/in/d.npy: bad",
+                      ) == "Camera path orbit_left: shorten the path (Clips or Seconds); Depth map d.npy: bad"
+
+
+def test_camera_depth_model_that_cannot_load_is_a_page_message(tmp_path, camera_photo, monkeypatch):
+    """No depth map uploaded and a depth model the server cannot load (offline): the job ends with an error
+    at the depth field that says what to upload, not the command line's flags, and leaves no folder."""
+    from longvie.app.camera import CameraJobs, camera_fields
+    from longvie.camera import depth as depth_module
+
+    def offline(name, *args, **kwargs):
+        raise depth_module.DepthModelError(f"the metric depth model '{name}' is not cached — {depth_module.DEPTH_HINT}")
+
+    monkeypatch.setattr(depth_module, "load_depth_estimator", offline)
+    jobs = CameraJobs(Studio("tiny", tmp_path / "outputs"))
+    folder = jobs.new_folder("offline")
+    events = run_events(jobs.preview(jobs.check(camera_request(camera_photo, depth=None)), folder))
+    assert events[-1].kind == "error" and "--" not in events[-1].message
+    problem, = camera_fields([events[-1].message[2:]])["geometry"]
+    assert problem.startswith("Depth map: the depth model tiny cannot be loaded") and "upload a depth map" in problem
+    assert not folder.exists()
+
+
+def test_camera_preview_then_generate_then_render_when_changed(studio, camera_photo):
+    """Preview path renders the condition folder under outputs/.camera (owned, with stage progress);
+    Generate samples that folder (its controls and camera.json land in the run's inputs/); a request whose
+    controls differ from the preview's renders its own folder first, in the same job."""
+    from longvie.app.camera import CAMERA_DIR, CameraJobs
+    from longvie.app.runs import visible_runs
+    from longvie.camera import STAGES
+
+    jobs = CameraJobs(studio)
+    checked = jobs.check(camera_request(camera_photo))
+    folder = jobs.new_folder("plaza-orbit")
+    events = run_events(jobs.preview(checked, folder))
+    assert events[-1].kind == "done" and events[-1].folder == folder, events[-1].message
+    assert folder.parent == studio.outputs / CAMERA_DIR and access.read_owner(folder) == "owner-key"
+    stages = [(e.stage, e.step, e.steps) for e in events if e.kind == "step"]
+    assert {s for s, _, _ in stages} == set(STAGES)
+    assert all(next(done for s, done, _ in stages if s == stage) == 0 for stage in STAGES)  # each starts at 0
+    assert ("rendering", 17, 17) in stages and ("track videos", 2, 2) in stages
+    for name in ("path_topdown.png", "preview.mp4", "camera.json", "depth_01.mp4", "track_01.mp4"):
+        assert (folder / name).is_file(), name
+
+    run_dir = jobs.run_dir("orbit")
+    events = run_events(jobs.generate(checked, run_dir, folder))
+    assert events[-1].kind == "done", events[-1].message
+    assert not any(e.stage for e in events)  # the previewed folder was used: nothing rendered again
+    inputs = run_dir / "inputs"
+    for name in ("depth_00.mp4", "depth_01.mp4", "track_00.mp4", "track_01.mp4", "camera.json"):
+        assert (inputs / name).read_bytes() == (folder / name).read_bytes(), name
+    assert [c["text"] for c in json.loads((inputs / "cond.json").read_text())] == checked.prompts
+    assert load_run_frames(run_dir).shape == (2 * FRAMES - 1, HEIGHT, WIDTH, 3)
+    assert [r.path.name for r in visible_runs(studio.outputs, "owner-key")] == ["orbit"]
+
+    changed = jobs.check(camera_request(camera_photo, path="pan_right", clips=1))
+    assert changed.controls_key() != checked.controls_key() == jobs.check(camera_request(camera_photo)).controls_key()
+    events = run_events(jobs.generate(changed, jobs.run_dir("pan"), None))
+    assert events[-1].kind == "done", events[-1].message
+    assert {e.stage for e in events if e.stage} == set(STAGES)
+    camera = json.loads((studio.outputs / "pan" / "inputs" / "camera.json").read_text())
+    assert camera["path"]["preset"] == "pan_right" and camera["frames"] == FRAMES
+
+
+def test_camera_explore_stops_after_a_clip_and_resumes_to_the_same_video(studio, camera_photo):
+    """Explore runs longvie.camera.explore from the job worker: steps, previews and clips as events, stop
+    after this clip, then Resume (from Past runs, through the run's recorded request) ends with the video of
+    an uninterrupted run, and the memory grew."""
+    from longvie.app.camera import CameraJobs, is_explore_run
+    from longvie.app.engine import JobControl
+    from longvie.camera.memory import WorldMemory
+
+    jobs = CameraJobs(studio)
+    request = dict(explore=True, path="pan_left", clips=2)
+    whole = run_events(jobs.explore(jobs.check(camera_request(camera_photo, **request)), jobs.run_dir("whole")))
+    assert whole[-1].kind == "done", whole[-1].message
+    assert {e.kind for e in whole} >= {"step", "preview", "clip", "done"}
+    assert [e.clip for e in whole if e.kind == "clip"] == [0, 1]
+    assert "the 3D memory grew" in whole[-1].message
+
+    control = JobControl()
+    control.stop_after_clip.set()
+    run_dir = jobs.run_dir("stopped")
+    stopped = run_events(jobs.explore(jobs.check(camera_request(camera_photo, **request)), run_dir, control))
+    assert stopped[-1].kind == "stopped" and "Resume continues with clip 1" in stopped[-1].message
+    assert is_explore_run(run_dir) and access.read_owner(run_dir) == "owner-key"
+    resumed = run_events(jobs.resume(run_dir))
+    assert resumed[-1].kind == "done", resumed[-1].message
+    assert [e.clip for e in resumed if e.kind == "clip"] == [1]
+    assert np.array_equal(load_run_frames(run_dir), load_run_frames(studio.outputs / "whole"))
+    sizes = [len(WorldMemory.load(run_dir / "camera" / "memory" / f"memory_{k:03d}.npz")[0].cloud) for k in range(3)]
+    assert sizes[0] == HEIGHT * WIDTH and sizes[0] < sizes[1] < sizes[2], sizes
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["clips"][1]["inputs"]["depth"]["found_by"] == "control provider longvie.camera.explore"
+    assert (run_dir / "camera" / "camera.json").is_file() and (run_dir / "camera" / "memory.ply").is_file()

@@ -8,7 +8,8 @@ inputs are compared with the files by content); uploading again replaces; the pr
 the number of clips; errors appear next to their field and stay; a second browser session cannot
 see or cancel the first one's job; a reload during generation reattaches (the run id is in the URL)
 and the video completes; messages are still there 1 s after they appear; the live preview image
-changes during a clip; the owner's Cancel stops its job. One run (3 tiny clips) serves every check. Screenshots go to
+changes during a clip; the owner's Cancel stops its job. One run (3 tiny clips) serves every check. The Camera
+tab: field errors, Preview path (plot and video), Generate (a 2-clip run of one step). Screenshots go to
 ``$LONGVIE_TEST_ARTEFACTS`` (default: the test's tmp folder). Skips when playwright or Chromium
 (``$LONGVIE_CHROMIUM``, default /usr/bin/chromium) is missing.
 """
@@ -297,3 +298,65 @@ def test_pairing_reload_sessions_previews_and_messages(server, browser, example,
         context_a.close()
         context_b.close()
     assert server["process"].poll() is None  # the server kept running through everything
+
+
+def test_camera_tab_preview_then_generate(server, browser, artefacts, tmp_path_factory):
+    """The Camera tab (issue 22 point 6): a bad request is marked at its field; the synthetic example's photo
+    and its depth map, Preview path shows the path plot and the preview video, Generate makes the run (listed
+    like any other, its controls and camera.json in inputs/)."""
+    from longvie.camera.example import SYNTHETIC_FOV_DEG, write_synthetic_photo
+
+    photo, depth = write_synthetic_photo(tmp_path_factory.mktemp("camera_photo") / "example", 2 * HEIGHT, 2 * WIDTH)
+    context, page = visitor(browser)
+    try:
+        open_page(page, server["url"])
+        page.get_by_role("tab", name="Camera").click()
+        page.locator("#camera-preview-button").click()  # no photo, no prompt: each error at its field
+        wait_text(page, "camera-photo-error", "Photo: missing")
+        wait_text(page, "camera-prompt-error", "Prompt: none for every clip")
+        assert "Cannot preview the path" in text_of(page, "message")
+
+        upload(page, "camera-photo", [photo])
+        upload(page, "camera-depth", [depth])
+        page.locator("#camera-fov input").fill(str(SYNTHETIC_FOV_DEG))
+        page.locator("#camera-path input").click()
+        page.get_by_role("option", name="orbit_left", exact=True).click()
+        set_number(page, "camera-angle", 20)
+        page.locator("#camera-prompt textarea").fill("The camera circles left across a sunlit checkered plaza.")
+        for elem_id, value in (("steps", 1), ("height", HEIGHT), ("width", WIDTH), ("num-frames", FRAMES)):
+            set_number(page, elem_id, value)
+        set_number(page, "camera-clips", 2)
+        wait_text(page, "camera-length", "2 clip(s) of 9 frames = 17 frames")
+        page.get_by_text("Per-clip prompts").click()  # the table follows the clips: a header and 2 rows
+        page.wait_for_function("() => document.querySelectorAll('#camera-prompts [role=row]').length === 3")
+
+        page.locator("#camera-preview-button").click()
+        page.wait_for_function("() => { const i = document.querySelector('#camera-path-plot img');"
+                               " return i && i.complete && i.naturalWidth > 0; }")
+        page.wait_for_function("() => { const v = document.querySelector('#camera-preview-video video');"
+                               " return v && v.readyState >= 1 && v.duration > 0; }")
+        preview = video_state(page, "#camera-preview-video video")
+        assert preview["error"] is None and preview["width"] == 3 * WIDTH  # photo | depth | tracks, side by side
+        assert page.locator("#camera-photo-error .lv-error").count() == 0  # the errors went with the next action
+        wait_text(page, "message", "Path rendered: 2 clip(s)")
+
+        page.locator("#camera-generate").click()
+        wait_text(page, "message", "The previewed controls are used")
+        page.wait_for_function("new URL(window.location.href).searchParams.get('run')")
+        run_dir = server["outputs"] / page.evaluate("new URL(window.location.href).searchParams.get('run')")
+        page.wait_for_function("(() => { const v = document.querySelector('#final-video video');"
+                               "         return v && v.readyState >= 1 && v.duration > 0; })()", timeout=90_000)
+        final = video_state(page, "#final-video video")
+        assert final["error"] is None and (final["width"], final["height"]) == (WIDTH, HEIGHT)
+        assert abs(final["duration"] - (2 * FRAMES - 1) / 16) < 0.15
+        wait_text(page, "message", "Finished: 17 frames from 2 clip(s)")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(artefacts / "camera.png"), full_page=True)  # docs/app_camera.png
+        cond = json.loads((run_dir / "inputs" / "cond.json").read_text())
+        assert [c["text"] for c in cond] == ["The camera circles left across a sunlit checkered plaza."] * 2
+        camera = json.loads((run_dir / "inputs" / "camera.json").read_text())
+        assert camera["path"]["preset"] == "orbit_left" and camera["frames"] == 17
+        assert "clip 1 done (2 of 2)" in (run_dir / "run.log").read_text()
+    finally:
+        context.close()
+    assert server["process"].poll() is None

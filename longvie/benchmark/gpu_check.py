@@ -58,16 +58,22 @@ TABLE = "table.md"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 PARTS = ("speed", "attention", "matrix", "estimate")
 CACHE_KINDS = ("firstblock", "teacache", "magcache")
-# Matrix rows in the order they are run (the table prints them in the matrix's own order): the placements with
-# and without FP8 first, then the compiled rows that matter most ("24 GB card, FP8, compile"), the step cache,
-# the rest. A budget that runs out leaves out the end of this list.
+# Matrix rows in the order they are run (the table prints them in the matrix's own order). A budget that runs
+# out leaves out the end of this list, so what matters most comes first: no offload with and without FP8, then
+# every group-offload row (the 24 GB recipes, "FP8 + compile" among them), then model offload, compile and the
+# step cache elsewhere. The group rows stay together: their page-locked slabs (the size of the weights) are kept
+# by torch's pinned-memory cache after each row and reused by the next; the cache is emptied once after them,
+# before model offload moves a whole pageable copy of the weights back to the host at the end of each row.
 MATRIX_ORDER = (
-    [(o, f, "off", "off") for o in ("none", "group", "model") for f in ("off", "on")]
-    + [("none", "off", "on", "off"), ("group", "on", "on", "off")]
-    + [(o, f, "off", "firstblock") for o in ("none", "group", "model") for f in ("off", "on")]
-    + [("none", "on", "on", "off"), ("group", "off", "on", "off"), ("model", "off", "on", "off"),
-       ("model", "on", "on", "off")]
-    + [(o, f, "on", "firstblock") for o in ("none", "group", "model") for f in ("off", "on")]
+    [("none", "off", "off", "off"), ("none", "on", "off", "off")]
+    + [("group", "off", "off", "off"), ("group", "on", "off", "off"), ("group", "on", "on", "off"),
+       ("group", "off", "off", "firstblock"), ("group", "on", "off", "firstblock"), ("group", "off", "on", "off"),
+       ("group", "off", "on", "firstblock"), ("group", "on", "on", "firstblock")]
+    + [("model", "off", "off", "off"), ("model", "on", "off", "off"), ("none", "off", "on", "off"),
+       ("none", "on", "on", "off")]
+    + [(o, f, "off", "firstblock") for o in ("none", "model") for f in ("off", "on")]
+    + [("model", "off", "on", "off"), ("model", "on", "on", "off")]
+    + [(o, f, "on", "firstblock") for o in ("none", "model") for f in ("off", "on")]
 )
 COMPILE_PRIOR_S = {"cuda": 90.0, "cpu": 60.0}  # first regional compile of a row, before any was measured
 
@@ -242,6 +248,15 @@ def _short_error(error: BaseException) -> str:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return "crashed: out of GPU memory"
     return f"crashed: {type(error).__name__}: {first}"[:300]
+
+
+def _host_available() -> int | None:
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return None
 
 
 def _gib(value) -> str:
@@ -534,6 +549,7 @@ class Check:
         done: list[dict] = []
         prior = COMPILE_PRIOR_S["cuda" if self.cuda else "cpu"]
         rows = []
+        previous = None
         for combo in MATRIX_ORDER:
             name = "/".join(combo)
             fields = dict(zip(("offload", "fp8", "compile", "cache"), combo))
@@ -542,6 +558,9 @@ class Check:
             if refusal:
                 self.skip("matrix", name, refusal, **fields)
                 continue
+            if self.cuda and previous == "group" and combo[0] != "group":
+                self.release_pinned_cache()
+            previous = combo[0]
             row = setup.run(MatrixRow(*combo))
             rows.append(row)
             if row.result.startswith("crashed"):
@@ -551,7 +570,8 @@ class Check:
 
             record = asdict(row)
             record["modes"] = {k: v for k, v in record["modes"].items() if k != "traceback"}
-            record = self.rec.write({"part": "matrix", "name": name, "status": row.result, **record})
+            record = self.rec.write({"part": "matrix", "name": name, "status": row.result, **record,
+                                     "host_available_bytes": _host_available()})
             done.append(record)
             calls = row.call_seconds
             self.say(f"matrix {name}: {row.result[:90]}"
@@ -563,12 +583,26 @@ class Check:
             facts["shared_weights_unchanged"] = None
             facts["shared_weights_check"] = refusal
         else:
-            facts["shared_weights_unchanged"] = setup.weights_unchanged()
+            again = setup.exact_again()
+            facts["shared_weights_unchanged"] = bool(torch.equal(again, setup.reference))
+            facts["exact_again_max_abs_diff"] = float((again - setup.reference).abs().max())
         with contextlib.suppress(Exception):
             facts["new_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
         self.rec.write({"part": "matrix_facts", "name": "matrix", **facts})
         if facts["shared_weights_unchanged"] is False:
-            self.say("matrix: error: a row changed the shared weights in place (the exact path gives other latents)")
+            self.say(f"matrix: error: the exact path run again gives other latents (max abs diff "
+                     f"{facts['exact_again_max_abs_diff']:.3g}): a row changed the shared weights in place, or a "
+                     "kernel is not deterministic")
+
+    def release_pinned_cache(self) -> None:
+        """Give torch's cached page-locked blocks (the group rows' slabs) back to the system."""
+        release = getattr(torch._C, "_host_emptyCache", None)
+        if release is None:
+            return
+        before = _host_available()
+        release()
+        self.say(f"matrix: released the cached page-locked host memory ({_gib(before)} -> "
+                 f"{_gib(_host_available())} GiB host RAM available)")
 
     def _matrix_call_ratio(self) -> float:
         """Tokens of a matrix call over a speed call: the time ratio of the two calls is at most this (the
@@ -646,6 +680,7 @@ class Check:
             process.kill()
             process.wait()
         log.close()
+        (self.out / PLAN).unlink(missing_ok=True)  # its input (the device tool brings back 8 files at most)
         path = self.out / ESTIMATES
         if process.returncode == 0 and path.is_file():
             estimates = json.loads(path.read_text(encoding="utf-8"))

@@ -346,8 +346,8 @@ class MatrixSetup:
         return run_row(row, self.make_denoiser, self.inputs, self.reference, self.info, self.steps,
                        self.compile_config, self.cache_threshold)
 
-    def weights_unchanged(self) -> bool:
-        """The rows shared one set of host tensors: the exact path again must give the same latents."""
+    def exact_again(self) -> torch.Tensor:
+        """The exact path's latents once more, from the shared host tensors."""
         again = self.make_denoiser().to(self.info.device)
         from ..acceleration.attention import apply_attention
 
@@ -355,7 +355,11 @@ class MatrixSetup:
         latents = sample_latents(again, self.inputs, self.steps, self.info.dtype)[0]
         del again
         gc.collect()
-        return bool(torch.equal(latents, self.reference))
+        return latents
+
+    def weights_unchanged(self) -> bool:
+        """The rows shared one set of host tensors: the exact path again must give the same latents."""
+        return bool(torch.equal(self.exact_again(), self.reference))
 
     def facts(self, rows: list[MatrixRow]) -> dict:
         info = self.info

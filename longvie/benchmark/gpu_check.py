@@ -395,9 +395,9 @@ class Check:
 
         # attention: one denoiser call per backend
         if "attention" in parts:
-            call_seconds = self.run_attention(pipe, one_call, call_flop, peak, call_seconds,
-                                              reserve=clip_seconds + (call_seconds or 0) if clip_seconds and
-                                              "speed" in parts else 0.0) or call_seconds
+            reserve = clip_seconds + (call_seconds or 0) if clip_seconds and "speed" in parts else 0.0  # fp8's
+            call_seconds = self.run_attention(pipe, one_call, call_flop, peak, call_seconds, reserve,
+                                              clip_tokens + history_tokens) or call_seconds
         fp8_predicted = clip_seconds + (call_seconds or 0) if clip_seconds else None
         if exact_ok:
             for mode in [fast_mode(speed_args, Mode)] + self._cache_modes(speed_args, Mode, cache_modes):
@@ -446,7 +446,7 @@ class Check:
             modes += cache_modes(row_args, Mode)
         return modes
 
-    def run_attention(self, pipe, one_call, call_flop: int, peak, call_seconds, reserve: float):
+    def run_attention(self, pipe, one_call, call_flop: int, peak, call_seconds, reserve: float, tokens: int):
         """One row per attention backend; returns the s/call of the first backend measured."""
         from ..acceleration.attention import benchmark_backends, select_attention_backend
         from ..models.denoiser import ClipCache
@@ -461,6 +461,15 @@ class Check:
             if why:
                 self.skip("attention", backend, f"not measured: {why}")
         calls = self.args.attention_calls
+        if "flex" in order and self.cuda:  # diffusers calls flex_attention eagerly: the unfused kernel
+            heads = pipe.denoiser.transformer.config.num_attention_heads
+            scores = 2 * heads * tokens ** 2 * self.dtype.itemsize  # the score matrix and its softmax
+            free = torch.cuda.mem_get_info(self.device)[0]
+            if scores > 0.9 * free:
+                order.remove("flex")
+                self.skip("attention", "flex", f"not measured: diffusers calls flex_attention without torch.compile, "
+                          f"which materialises the scores ({heads} heads x {tokens}^2 tokens: {scores / 2 ** 30:.0f} "
+                          f"GiB with their softmax, {free / 2 ** 30:.0f} GiB free)")
         for backend in order:
             estimate = (call_seconds or first_seconds or 0.0) * (calls + 1)
             if backend == "flex":  # compiled on its first call

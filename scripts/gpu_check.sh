@@ -149,7 +149,11 @@ PYTHONUNBUFFERED=1 DIFFUSERS_VERBOSITY=error TRANSFORMERS_VERBOSITY=error TQDM_D
   "$PYTHON" -m longvie.benchmark.gpu_check --out "$OUT" --command "$COMMAND" "${ARGS[@]+"${ARGS[@]}"}" 2>&1 \
   | tee "$OUT/log.txt" | grep --line-buffered -v -E "$NOISE" || status="${PIPESTATUS[0]}"
 if [[ "$status" == 124 || "$status" == 137 ]]; then
-  echo "gpu_check.sh: the measuring process passed the hard stop (--timeout-s $TIMEOUT_S); the table of what it measured:"
-  "$PYTHON" -m longvie.benchmark.gpu_check --out "$OUT" --render-only "${ARGS[@]+"${ARGS[@]}"}" | tee "$OUT/table.md" || true
+  if [[ -s "$OUT/results.jsonl" ]]; then
+    echo "gpu_check.sh: the measuring process passed the hard stop (--timeout-s $TIMEOUT_S); the table of what it measured:"
+    "$PYTHON" -m longvie.benchmark.gpu_check --out "$OUT" --render-only "${ARGS[@]+"${ARGS[@]}"}" | tee "$OUT/table.md" || true
+  else
+    echo "gpu_check.sh: the measuring process passed the hard stop (--timeout-s $TIMEOUT_S) before it measured anything"
+  fi
 fi
 exit "$status"

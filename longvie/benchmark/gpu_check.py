@@ -273,7 +273,6 @@ class Check:
         self.budget = Budget(self.rec, args.budget_s)
         self.device = torch.device(args.device)
         self.cuda = self.device.type == "cuda"
-        self.log_lines: list[str] = []
 
     def say(self, text: str) -> None:
         print(f"[{self.rec.elapsed():5.0f} s] {text}", flush=True)
@@ -338,7 +337,6 @@ class Check:
                                      block_stack=None)
 
         baseline, reference = None, None
-        measured: dict[str, dict] = {}
 
         def speed_row(mode, warmup: str, predicted: float | None, reserve: float = 0.0):
             nonlocal baseline, reference
@@ -374,7 +372,6 @@ class Check:
                 if self.cuda:
                     torch.cuda.empty_cache()
             record = self.rec.write({"part": "speed", "name": mode.name, **result})
-            measured[mode.name] = record
             if result["status"] == "ok":
                 baseline = baseline or record
                 skipped = result.get("skipped_steps")
@@ -427,8 +424,7 @@ class Check:
             for name in ["fast"] + [f"cache-{k}" for k in CACHE_KINDS] + ["fp8"]:
                 self.skip("speed", name, "not measured: the exact row did not run, so nothing to compare with")
         self.call_seconds = call_seconds
-        self.speed_call_flops = call_flop
-        del pipe
+        pipe = None  # the closures above hold this name: the pipeline's GPU memory goes with it
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()

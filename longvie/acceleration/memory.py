@@ -1319,7 +1319,8 @@ def format_report(report: MemoryReport) -> str:
              *margin_lines(),
              "weights (GiB): " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in w.components.items())
              + f"; total {w.total / GiB:.2f}",
-             f"FP8 (longvie.acceleration.fp8): denoiser {w.denoiser / GiB:.2f} -> {w.linear_fp8_denoiser / GiB:.2f} GiB "
+             f"FP8 (longvie.acceleration.fp8): denoiser {w.denoiser / GiB:.2f} -> "
+             f"{w.linear_fp8_denoiser / GiB:.2f} GiB "
              f"(float32 row scales {w.fp8_scales / GiB:.3f} GiB included)",
              f"group offload: root {w.stream.root / GiB:.2f} GiB and {_offload.DEFAULT_SLOTS} slots of "
              f"{w.stream.slot / GiB:.2f} GiB on the GPU, {len(w.stream.slabs)} pinned host slabs "

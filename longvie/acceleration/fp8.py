@@ -7,7 +7,9 @@ are small and sensitive: every norm, the block modulation tables (``scale_shift_
 embedding, the condition embedders (text, image, timestep), the output head, LongVie's adapters
 (``control_initial_combine_linear_*``, ``control_combine_linears``), ``control_t_mod``,
 ``control_text_linear`` and every bias. :data:`FP8_LAYOUT` and :func:`fp8_target_names` are the
-public description (the memory estimator counts from them).
+public description: the memory estimator (``longvie.acceleration.memory``) counts from them, and sizes
+group offload on a denoiser converted by :func:`apply_fp8` (tests/acceleration/test_fp8.py compares
+its count with a converted model).
 
 **Storage** (:class:`FP8Linear`): ``weight`` float8_e4m3fn (out, in) and ``weight_scale`` float32
 (out, 1) with ``W ~= weight * weight_scale``; the scale is amax(|row|) / 448, so every row uses the
@@ -56,12 +58,6 @@ BLOCK_LISTS = ("transformer.blocks", "control.control_blocks_dense", "control.co
 KEPT_IN_COMPUTE_DTYPE = ("norms", "scale_shift_table", "patch_embedding", "condition_embedder", "proj_out",
                          "control_initial_combine_linear_*", "control_combine_linears", "control_t_mod",
                          "control_text_linear", "biases")
-# The same rule as name patterns (re.search on module names inside the DiT / the control branch; the memory
-# estimator reads them): a Linear that matches none of its part's patterns is an FP8 layer. Equivalent to
-# "inside a block" (tests/acceleration/test_fp8.py checks that both select the same layers).
-TRANSFORMER_KEEP = ("patch_embedding", "condition_embedder", "norm", "proj_out", "scale_shift_table", "rope")
-CONTROL_KEEP = ("norm", "control_initial_combine_linear", "control_combine_linears", "scale_shift_table",
-                "control_t_mod", "control_text_linear")
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,23 @@ Two measurements, both at the real shapes and neither allocating real memory:
 
 * **weights**: every model is built on the meta device and its parameters and buffers counted in
   the dtype the loaders give them (bf16, with diffusers' float32 exceptions: time embedder,
-  modulation tables, norms; the VAE in its own dtype). FP8 follows the rule of the per-row FP8
-  GEMMs (:data:`FP8_KEEP`): a stored Linear weight is one byte per element plus one float32 scale
-  per output row, its bias stays bf16, and the kept modules stay as loaded.
+  modulation tables, norms; the VAE in its own dtype). FP8 is counted from :mod:`.fp8` itself: the
+  layers :func:`~longvie.acceleration.fp8.fp8_target_names` selects, stored as
+  :data:`~longvie.acceleration.fp8.FP8_LAYOUT` says (one byte per weight element plus one float32
+  scale per output row; the bias and everything else as loaded). Group offload is counted from the
+  streamer's own sizing functions (:mod:`.offload`: ``unit_bytes``, ``pack_slabs``, ``slab_sizes``,
+  ``root_bytes``), on a denoiser converted by :func:`~longvie.acceleration.fp8.apply_fp8` for FP8.
 * **activations**: the code runs for real - same code, same shapes - on fake tensors
   (``torch._subclasses.fake_tensor.FakeTensorMode``: shapes and dtypes, no storage) while a
   ``TorchDispatchMode`` (:class:`LiveTensorBytes`) adds up the bytes of every storage an operator
   creates and drops them when the storage dies; its high-water mark is the activation peak.
-  Two operators allocate less on a GPU than their CPU composite does, so while measuring they run
-  as stand-ins of the CUDA kernel (:func:`cuda_kernels`): ``rms_norm`` (one fused kernel on CUDA:
-  output + a float32 row statistic) and FP8's ``_scaled_mm``. Attention dispatches to SDPA's fused
-  kernel on fake CPU tensors too (output + log-sum-exp), as on the GPU.
+  Where a GPU kernel allocates less than the code's CPU composite, a stand-in of the kernel runs
+  while measuring: ``rms_norm`` (one fused kernel on CUDA: output + a float32 row statistic;
+  :func:`cuda_kernels`) and, for compiled modes, FP8's quantisation fused by inductor
+  (:func:`fused_fp8_kernels`). FP8 layers are fp8.py's ``FP8Linear`` of each kind (``gemm``: the
+  per-token FP8 copy of the input and its scales, then ``torch._scaled_mm``; ``weight-only``: the
+  weight dequantised per call). Attention dispatches to SDPA's fused kernel on fake CPU tensors too
+  (output + log-sum-exp), as on the GPU.
 
 What is measured, per stage of a clip: umT5 (512 tokens), CLIP, a VAE encode of one 81-frame video
 (its pixels on the device included), the **denoising loop** (:func:`denoise_loop_peak`: the
@@ -26,11 +32,15 @@ The loop runs on a denoiser of the real width and token count but 4 main / 3 con
 of the full depth (checked in tests/benchmark/test_memory.py, and by ``--full-depth``).
 
 Per inference mode the GPU peak is, over the stages, the weights resident on the GPU during the stage
-(:func:`stage_residency`: which models each offload mode keeps there) + the stage's activation peak,
-plus a stated margin (:data:`CUDA_CONTEXT_BYTES` for the CUDA context and cuBLAS/cuDNN workspaces, and
-:data:`FRAGMENTATION` of the rest for the caching allocator). Host RAM adds :data:`HOST_PROCESS_BYTES`
-per process. Training rows (every stage config x every ``configs/accelerate/*.yaml``, with and
-without a latent cache) count DeepSpeed's buffers from its source (see :func:`training_estimate`).
+(:func:`stage_residency`: which models each offload mode keeps there; umT5 only for the text stage, as
+``python -m longvie.sample`` releases it once the run's prompts are cached) + the stage's activation
+peak, plus a stated margin (:data:`CUDA_CONTEXT_BYTES` for the CUDA context and cuBLAS/cuDNN
+workspaces, and :data:`FRAGMENTATION` of the rest for the caching allocator). Host RAM
+(:func:`host_phases`, :func:`host_bytes`) is the peak over loading, placing and sampling, per machine
+(under torchrun rank 0 alone loads umT5), plus :data:`HOST_PROCESS_BYTES` per process; the RAM held once
+umT5 has left is given beside it. Training rows (every stage config x every
+``configs/accelerate/*.yaml``, with and without a latent cache) count DeepSpeed's buffers from its
+source (see :func:`training_estimate`).
 These are **estimates**: where a GPU is available, ``python -m longvie.benchmark`` prints measured peaks.
 """
 from __future__ import annotations
@@ -41,7 +51,6 @@ import dataclasses
 import gc
 import re
 import sys
-import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +61,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .fp8 import CONTROL_KEEP as _FP8PY_CONTROL_KEEP
-from .fp8 import FP8_STORAGE_DTYPE
-from .fp8 import TRANSFORMER_KEEP as _FP8PY_TRANSFORMER_KEEP
+from . import offload as _offload
+from .fp8 import FP8_LAYOUT, FP8_STORAGE_DTYPE, FP8Linear, apply_fp8, fp8_target_names
+from .fp8 import KINDS as FP8_KINDS
 
 GiB = 1024 ** 3
 CUDA_CONTEXT_BYTES = int(1.0 * GiB)  # CUDA context (~0.5 GiB on H100/A100 with CUDA 12) + cuBLAS/cuDNN workspaces
@@ -78,19 +87,11 @@ RELEASE_IMAGE_ENCODER = dict(hidden_size=1280, intermediate_size=5120, num_hidde
                              image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")
 RELEASE_VAE: dict = {}  # diffusers' AutoencoderKLWan defaults are Wan2.1's VAE
 
-# FP8 (issue 21, point 3): real FP8 GEMMs with per-row scales. A stored Linear weight (out, in) is
-# float8_e4m3fn plus one float32 scale per output row; its bias stays bf16. Kept as loaded (module-name
-# patterns, matched with re.search as diffusers' skip_modules_pattern): fp8.py's lists, plus what the
-# issue also keeps in bf16 and fp8.py does not list yet (ESTIMATOR_FP8_EXTRA_KEEP: the estimator's own
-# table, to reconcile with fp8.py's when the per-row GEMMs land there).
-ESTIMATOR_FP8_EXTRA_KEEP = {"transformer": (), "control": ("control_t_mod", "control_text_linear")}
-FP8_KEEP = {"transformer": tuple(dict.fromkeys(_FP8PY_TRANSFORMER_KEEP + ESTIMATOR_FP8_EXTRA_KEEP["transformer"])),
-            "control": tuple(dict.fromkeys(_FP8PY_CONTROL_KEEP + ESTIMATOR_FP8_EXTRA_KEEP["control"]))}
-FP8_SCALE_DTYPE = torch.float32
-FP8_MAX = 448.0  # largest float8_e4m3fn value
-# How an FP8 Linear computes (the GPU decides: per-row FP8 GEMMs on sm89+, weight-only FP8 elsewhere; the
-# estimate takes the larger). "_fused": under torch.compile the quantisation / upcast is one kernel.
-FP8_KINDS = ("rowwise", "weight_only")
+# FP8 (issue 21, point 3) is counted from longvie.acceleration.fp8 itself: the layers it converts
+# (fp8_target_names: every Linear inside the 40 main and 2 x 12 control blocks), each stored as FP8_LAYOUT
+# says (one byte per weight + one float32 scale per output row; the bias as loaded), and for the activations
+# the real FP8Linear forward of each kind (fp8.KINDS: "gemm" = per-token FP8 activations + torch._scaled_mm,
+# "weight-only" = the weight dequantised per call). The estimate takes the larger kind (the GPU decides).
 
 # Training: the parameter groups a stage trains (= longvie.train.trainer.TRAINABLE_PATTERNS, checked by
 # tests/benchmark/test_memory.py; the trainer's layer may not be imported from here).
@@ -152,10 +153,10 @@ def architecture(preset: str = "longvie2_i2v_14b", **overrides) -> Architecture:
 
 def loop_architecture(arch: Architecture) -> Architecture:
     """``arch`` with 4 main and 3 control blocks: block 0 (control, its streams still the prepared ones),
-    block 1 (control, streams of its own), block 2 (control, while a step cache still holds block 0's
-    streams), block 3 (no control) - every kind of block of the full model, at the real width and token
-    count. Without gradients nothing accumulates over blocks, so an inference peak measured on it is
-    that of the full depth (tests/benchmark/test_memory.py)."""
+    block 1 (control, reading block 0's streams, which a step cache hands over), block 2 (control, streams
+    of its own; the step cache still holds block 0's output tokens), block 3 (no control) - every kind of
+    block of the full model, at the real width and token count. Without gradients nothing accumulates over
+    blocks, so an inference peak measured on it is that of the full depth (tests/benchmark/test_memory.py)."""
     layers = min(4, arch.transformer["num_layers"])
     return dataclasses.replace(arch, transformer={**arch.transformer, "num_layers": layers},
                                control_layers=min(3, arch.control_layers, layers))
@@ -225,47 +226,71 @@ def tensor_bytes(module: torch.nn.Module) -> int:
     return total
 
 
-def fp8_linear_names(denoiser: torch.nn.Module) -> list[str]:
-    """Qualified names of the denoiser's Linears whose weight is stored in FP8 (every Linear of the DiT
-    and the control branch that no :data:`FP8_KEEP` pattern matches)."""
-    names = []
-    for part, keep in FP8_KEEP.items():
-        for name, module in getattr(denoiser, part).named_modules():
-            if isinstance(module, torch.nn.Linear) and not any(re.search(p, name) for p in keep):
-                names.append(f"{part}.{name}")
-    return names
-
-
-def fp8_bytes(module: torch.nn.Module, fp8_modules: set) -> tuple[int, int]:
-    """(bytes of ``module`` under the FP8 rule, of which scale bytes): a weight of a module in
-    ``fp8_modules`` (a set of module ids) is one byte per element + a float32 scale per output row."""
-    total = scales = 0
-    seen = set()
-    for sub in module.modules():
-        for tensor in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            if id(sub) in fp8_modules and tensor is sub.weight:
-                scale = sub.out_features * torch.tensor([], dtype=FP8_SCALE_DTYPE).element_size()
-                total += tensor.numel() * torch.tensor([], dtype=FP8_STORAGE_DTYPE).element_size() + scale
-                scales += scale
-            else:
-                total += tensor.numel() * tensor.element_size()
+def fp8_bytes(denoiser: torch.nn.Module) -> tuple[int, int]:
+    """(bytes of ``denoiser`` once FP8 is applied, of which scale bytes), from fp8.py's own description:
+    every layer of :func:`~longvie.acceleration.fp8.fp8_target_names` stores its weight as
+    :data:`~longvie.acceleration.fp8.FP8_LAYOUT` says (one byte per element + one float32 scale per
+    output row); its bias and everything else stay as loaded. Works on the meta device."""
+    modules = dict(denoiser.named_modules())
+    total, scales = tensor_bytes(denoiser), 0
+    for name in fp8_target_names(denoiser):
+        weight = modules[name].weight
+        out_features, in_features = weight.shape
+        stored = FP8_LAYOUT.weight_bytes(out_features, in_features)
+        scale = out_features * FP8_LAYOUT.scales_per_row * FP8_LAYOUT.scale_dtype.itemsize
+        total += stored - weight.numel() * weight.element_size()
+        scales += scale
     return total, scales
 
 
-def pinned_bytes(module: torch.nn.Module) -> int:
-    """Pinned host bytes of ``module``'s tensors pinned one by one: torch's caching host allocator rounds
-    each allocation up to a power of two."""
-    return sum(1 << (max(t.numel() * t.element_size(), 1) - 1).bit_length()
-               for t in list(module.parameters()) + list(module.buffers()))
+@dataclass(frozen=True)
+class StreamSizes:
+    """What group offload (:class:`~longvie.acceleration.offload.BlockStreamer`) allocates for a denoiser, read
+    from the streamer's own sizing functions: ``root`` (every tensor outside the streamed units, resident on the
+    GPU), ``slot`` (one device slot: the largest unit, main block i + its control blocks, as laid out in a slot;
+    there are :data:`~longvie.acceleration.offload.DEFAULT_SLOTS`), ``slabs`` (the pinned host slabs, bytes
+    each, power-of-two rounded as the pinned allocator rounds them), ``blocks`` (the unit tensors' bytes) and
+    ``pack_extra`` (while the slabs are packed - originals released as they are copied, slabs allocated as the
+    packing reaches them - the most the allocated slabs exceed the bytes packed into them)."""
+
+    root: int
+    slot: int
+    slabs: tuple[int, ...]
+    blocks: int
+    pack_extra: int
+
+    @property
+    def slots(self) -> int:
+        return _offload.DEFAULT_SLOTS * self.slot
+
+    @property
+    def pinned(self) -> int:
+        return sum(self.slabs)
+
+
+def stream_sizes(denoiser: torch.nn.Module) -> StreamSizes:
+    """:class:`StreamSizes` of ``denoiser`` (meta device works)."""
+    entries = [_offload._unit_tensors(unit) for unit in _offload.stream_units(denoiser)]
+    layout, used = _offload.pack_slabs(entries)
+    slabs = _offload.slab_sizes(used, pin=True)
+    allocated, packed, extra, blocks = set(), 0, 0, 0
+    for unit, placed in zip(entries, layout):
+        for (*_, tensor), (slab, _start) in zip(unit, placed):
+            if slab not in allocated:  # the streamer allocates a slab when packing reaches it
+                allocated.add(slab)
+                extra = max(extra, sum(slabs[i] for i in allocated) - packed)
+            nbytes = tensor.numel() * tensor.element_size()
+            packed += nbytes
+            blocks += nbytes
+    slot = _offload._align(max(_offload.unit_bytes(denoiser), default=0))
+    return StreamSizes(_offload.root_bytes(denoiser), slot, tuple(slabs), blocks, extra)
 
 
 @dataclass
 class WeightBytes:
-    """Per-component weight bytes; ``block_*``: the largest single block (the unit group offload streams);
-    ``linear_fp8_denoiser``: DiT + control bytes under the FP8 rule (weights 1 byte + row scales)."""
+    """Per-component weight bytes; ``block_*``: one main / control block; ``linear_fp8_denoiser``: DiT +
+    control bytes once FP8 is applied (weights 1 byte + row scales); ``stream`` / ``fp8_stream``: what group
+    offload allocates (:class:`StreamSizes`) without / with FP8."""
 
     components: dict[str, int]
     block_main: int
@@ -275,11 +300,11 @@ class WeightBytes:
     linear_fp8_denoiser: int
     trainable_control_fp32: int
     fp8_scales: int = 0                 # float32 row-scale bytes included in linear_fp8_denoiser
-    fp8_block_main: int = 0             # one main / control block under the FP8 rule
+    fp8_block_main: int = 0             # one main / control block with FP8
     fp8_block_control: int = 0
-    fp8_root: int = 0                   # the denoiser outside the blocks under the FP8 rule
-    pinned_block: int = 0               # pinned host bytes of the largest block (tensors pinned one by one)
-    fp8_pinned_block: int = 0
+    fp8_root: int = 0                   # the denoiser outside the blocks with FP8 (unchanged: FP8 is in the blocks)
+    stream: StreamSizes | None = None
+    fp8_stream: StreamSizes | None = None
     trainable: dict = field(default_factory=dict)  # per training group: (parameters, bytes as loaded, largest)
 
     @property
@@ -290,20 +315,27 @@ class WeightBytes:
     def denoiser(self) -> int:
         return self.components["dit"] + self.components["control"]
 
+    def denoiser_bytes(self, fp8: bool) -> int:
+        return self.linear_fp8_denoiser if fp8 else self.denoiser
+
+    def streamed(self, fp8: bool) -> StreamSizes:
+        return self.fp8_stream if fp8 else self.stream
+
 
 def count_weights(arch: Architecture, models: dict) -> WeightBytes:
-    """:class:`WeightBytes` of models built by :func:`build_models` (meta or fake)."""
+    """:class:`WeightBytes` of models built by :func:`build_models` (meta or fake). The FP8 group-offload sizes
+    come from a copy of the denoiser converted by fp8.py (:func:`~longvie.acceleration.fp8.apply_fp8`) on the
+    meta device."""
     denoiser = models["denoiser"]
     components = {"dit": tensor_bytes(denoiser.transformer), "control": tensor_bytes(denoiser.control),
                   "text_encoder": tensor_bytes(models["text_encoder"]),
                   "image_encoder": tensor_bytes(models["image_encoder"]), "vae": tensor_bytes(models["vae"])}
     main_blocks = list(denoiser.transformer.blocks)
     control_blocks = list(denoiser.control.control_blocks_dense) + list(denoiser.control.control_blocks_sparse)
-    blocks = sum(tensor_bytes(b) for b in main_blocks + control_blocks)
-    modules = dict(denoiser.named_modules())
-    fp8_modules = {id(modules[name]) for name in fp8_linear_names(denoiser)}
-    fp8_total, fp8_scales = fp8_bytes(denoiser, fp8_modules)
-    fp8_blocks = sum(fp8_bytes(b, fp8_modules)[0] for b in main_blocks + control_blocks)
+    fp8_total, fp8_scales = fp8_bytes(denoiser)
+    with torch.device("meta"):
+        converted = build_models(arch, dtype=_dtype_of(denoiser), parts=("denoiser",))["denoiser"]
+    apply_fp8(converted, "weight-only")  # storage is the same for both kinds
     largest = max(p.numel() * p.element_size() for p in denoiser.parameters())
     control_params = sum(p.numel() for p in denoiser.control.parameters())
     trainable = {}
@@ -311,26 +343,17 @@ def count_weights(arch: Architecture, models: dict) -> WeightBytes:
         params = [p for n, p in denoiser.named_parameters() if pattern.match(n)]
         trainable[group] = (sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params),
                             max((p.numel() for p in params), default=0))
-    return WeightBytes(components, tensor_bytes(main_blocks[0]), tensor_bytes(control_blocks[0]),
-                       tensor_bytes(denoiser) - blocks, largest, fp8_total, control_params * 4,
-                       fp8_scales=fp8_scales, fp8_block_main=fp8_bytes(main_blocks[0], fp8_modules)[0],
-                       fp8_block_control=fp8_bytes(control_blocks[0], fp8_modules)[0],
-                       fp8_root=fp8_total - fp8_blocks,
-                       pinned_block=max(pinned_bytes(main_blocks[0]), pinned_bytes(control_blocks[0])),
-                       fp8_pinned_block=max(_fp8_pinned(main_blocks[0], fp8_modules),
-                                            _fp8_pinned(control_blocks[0], fp8_modules)), trainable=trainable)
+    stream, fp8_stream = stream_sizes(denoiser), stream_sizes(converted)
+    return WeightBytes(components, tensor_bytes(main_blocks[0]), tensor_bytes(control_blocks[0]), stream.root,
+                       largest, fp8_total, control_params * 4, fp8_scales=fp8_scales,
+                       fp8_block_main=tensor_bytes(converted.transformer.blocks[0]),
+                       fp8_block_control=tensor_bytes(converted.control.control_blocks_dense[0]),
+                       fp8_root=fp8_stream.root, stream=stream, fp8_stream=fp8_stream, trainable=trainable)
 
 
-def _fp8_pinned(block: torch.nn.Module, fp8_modules: set) -> int:
-    total = 0
-    for sub in block.modules():
-        for tensor in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
-            nbytes = tensor.numel() * tensor.element_size()
-            if id(sub) in fp8_modules and tensor is sub.weight:
-                nbytes = tensor.numel()
-                total += 1 << (sub.out_features * 4 - 1).bit_length()  # its scale, pinned on its own
-            total += 1 << (max(nbytes, 1) - 1).bit_length()
-    return total
+def _dtype_of(denoiser: torch.nn.Module) -> torch.dtype:
+    """The dtype the denoiser was built in (its patch embedding's, never one of diffusers' float32 modules)."""
+    return denoiser.transformer.patch_embedding.weight.dtype
 
 
 def weight_bytes(arch: Architecture) -> WeightBytes:
@@ -485,51 +508,38 @@ def cuda_kernels(enabled: bool = True):
         F.rms_norm = _ORIGINAL_RMS_NORM
 
 
-# --- FP8 emulation ---------------------------------------------------------------------------------------
-def _fp8_rowwise(self, x, fused=False):
-    """Per-row FP8 GEMM (torch._scaled_mm): the activation is quantised per row on the fly. Eager
-    (torchao-style): |x| -> row amax -> scale, x in float32 / scale -> clamp -> FP8; compiled: one kernel
-    writes the FP8 copy and its scales."""
-    rows = x.reshape(-1, x.shape[-1])
-    if fused:
-        quantised = torch.empty(rows.shape, dtype=FP8_STORAGE_DTYPE, device=rows.device)
-        scale = torch.empty(rows.shape[0], 1, dtype=torch.float32, device=rows.device)
-    else:
-        scale = rows.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX
-        quantised = (rows.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_STORAGE_DTYPE)
-    out = torch._scaled_mm(quantised, self.weight.t(), scale_a=scale, scale_b=self.weight_scale.view(1, -1),
-                           bias=self.bias, out_dtype=self.compute_dtype)
-    return out.reshape(*x.shape[:-1], -1)
+# --- FP8 under torch.compile --------------------------------------------------------------------------
+# The FP8 layers are fp8.FP8Linear, run as they are (eager: the per-token quantisation of the "gemm" kind
+# holds float32 copies of the activation; "weight-only" dequantises the weight in float32). Inside a
+# compiled block inductor fuses that elementwise work: a reduction writes the per-token scales and one kernel
+# the FP8 copy of the activation ("gemm"), or one kernel writes the dequantised weight in the compute dtype
+# ("weight-only"). While measuring a compiled mode this stand-in allocates exactly those outputs.
+def _fused_fp8_forward(self, x):
+    if self.kind == "weight-only":
+        weight = torch.empty(self.weight.shape, dtype=x.dtype, device=x.device)  # one fused dequantising kernel
+        return F.linear(x, weight, self.bias)
+    rows = x.reshape(-1, self.in_features)
+    x_scale = torch.empty(rows.shape[0], 1, dtype=torch.float32, device=x.device)        # per-token scales
+    x_fp8 = torch.empty(rows.shape, dtype=FP8_STORAGE_DTYPE, device=x.device)           # FP8 copy of the input
+    out = torch._scaled_mm(x_fp8, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale.view(1, -1),
+                           out_dtype=x.dtype)
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def _fp8_weight_only(self, x, fused=False):
-    """Weight-only FP8 (GPUs without FP8 GEMMs): the weight is cast up and scaled for its own call."""
-    if fused:
-        weight = torch.empty(self.weight.shape, dtype=self.compute_dtype, device=self.weight.device)
-    else:
-        weight = self.weight.to(self.compute_dtype) * self.weight_scale.to(self.compute_dtype)
-    return F.linear(x.to(self.compute_dtype), weight, self.bias)
-
-
-def emulate_fp8(denoiser: torch.nn.Module, kind: str = "rowwise", fused: bool = False,
-                compute_dtype: torch.dtype = torch.bfloat16) -> None:
-    """Store the denoiser's FP8 Linears (:func:`fp8_linear_names`) as the FP8 rule does - weight in
-    float8_e4m3fn, one float32 scale per output row, bias in ``compute_dtype`` - and make them compute
-    as ``kind`` ("rowwise" or "weight_only"), on fake tensors. For the estimate only (the values are
-    not the real quantisation)."""
-    forward = {"rowwise": _fp8_rowwise, "weight_only": _fp8_weight_only}[kind]
-    modules = dict(denoiser.named_modules())
-    for name in fp8_linear_names(denoiser):
-        linear = modules[name]
-        out_features, in_features = linear.weight.shape
-        device = linear.weight.device
-        linear.weight = torch.nn.Parameter(torch.empty(out_features, in_features, dtype=FP8_STORAGE_DTYPE,
-                                                       device=device), requires_grad=False)
-        linear.register_buffer("weight_scale", torch.empty(out_features, 1, dtype=FP8_SCALE_DTYPE, device=device))
-        if linear.bias is not None:
-            linear.bias.data = linear.bias.data.to(compute_dtype)
-        linear.compute_dtype = compute_dtype
-        linear.forward = types.MethodType(lambda self, x, _f=forward: _f(self, x, fused), linear)
+@contextlib.contextmanager
+def fused_fp8_kernels(enabled: bool = True):
+    """While measuring a compiled mode: FP8Linear allocates what its fused kernels do (see above)."""
+    if not enabled:
+        yield
+        return
+    original = FP8Linear.forward
+    FP8Linear.forward = _fused_fp8_forward
+    try:
+        yield
+    finally:
+        FP8Linear.forward = original
 
 
 # --- stages ----------------------------------------------------------------------------------------------
@@ -676,16 +686,17 @@ def denoise_loop_peak(arch: Architecture, cfg: str = "sequential", step_cache: s
                       fp8: str | None = None, fused: bool = False, full_depth: bool = False,
                       cuda: bool = True, steps: int | None = None) -> int:
     """Activation peak of the denoising loop (:func:`run_denoise_loop`) on fake tensors, its inputs
-    included. ``fp8``: None, or an FP8 compute kind (:data:`FP8_KINDS`; ``fused``: under torch.compile).
+    included. ``fp8``: None, or an FP8 kind (:data:`FP8_KINDS`: the denoiser converted by
+    :func:`~longvie.acceleration.fp8.apply_fp8`); ``fused``: under torch.compile (:func:`fused_fp8_kernels`).
     The denoiser has the depth of :func:`loop_architecture` unless ``full_depth``. ``steps``: by default
     one without a step cache (the second guidance branch is prepared while the first's prepared clip is
     alive: every later step repeats that) and two with one (its residuals then live through a step)."""
     loop_arch = arch if full_depth else loop_architecture(arch)
     steps = steps or (2 if step_cache else 1)
-    with _fake_mode(), torch.no_grad(), cuda_kernels(cuda):
+    with _fake_mode(), torch.no_grad(), cuda_kernels(cuda), fused_fp8_kernels(fp8 is not None and fused):
         denoiser = build_models(loop_arch, parts=("denoiser",))["denoiser"]
         if fp8 is not None:
-            emulate_fp8(denoiser, fp8, fused, compute_dtype=arch.weight_dtype)
+            apply_fp8(denoiser, fp8)  # fp8.py's own layers and storage (fake tensors)
         return _measure(lambda: run_denoise_loop(denoiser, loop_arch, cfg, step_cache, steps))
 
 
@@ -754,47 +765,113 @@ def with_margin(nbytes: int) -> int:
 OFFLOAD_MODES = ("none", "model", "group")
 
 
-def stage_residency(weights: WeightBytes, offload: str, fp8: bool = False) -> dict[str, int]:
-    """Weight bytes on the GPU during each stage of a clip (:data:`STAGES`), per offload mode.
+TEXT_ENCODER_STATES = ("released", "kept", "absent")
 
-    * none: everything, always.
+
+def stage_residency(weights: WeightBytes, offload: str, fp8: bool = False,
+                    text_encoder: str = "released") -> dict[str, int]:
+    """Weight bytes on the GPU during each stage of a run (:data:`STAGES`), per offload mode.
+
+    ``text_encoder`` (:data:`TEXT_ENCODER_STATES`): "released" - ``python -m longvie.sample`` caches the run's
+    prompts with umT5 before clip 0 (``LongViePipeline.cache_prompts``), then drops it from GPU and host
+    memory, so only the text-encoder stage holds it; "kept" - the app and a Python API caller that does not
+    release it; "absent" - a torchrun rank other than 0 (it never loads umT5; no text-encoder stage).
+
+    * none: everything, always (umT5 until it is released).
     * model (diffusers' model CPU offload, sequence text_encoder -> image_encoder -> denoiser -> vae): a
       model's hook offloads only its predecessor in the sequence, so the image encoder stays during the
       VAE encodes and the VAE stays during denoising.
-    * group: the VAE is moved whole to the GPU; the root group of the denoiser (everything outside the
-      blocks) is counted resident (it is kept there between calls once the mode keeps it on the GPU),
-      with two blocks in flight (the one computing and the one prefetched); umT5 and CLIP are offloaded
-      whole (their direct children are no ModuleList, so diffusers' block-level offload makes one group).
+    * group (:class:`~longvie.acceleration.offload.BlockStreamer`): from set-up on, the denoiser's root
+      (everything outside the blocks) and the device slots (:data:`~longvie.acceleration.offload.DEFAULT_SLOTS`
+      of the largest unit: main block i with its dense and sparse control blocks) stay on the GPU, and the VAE
+      is moved there whole; umT5 and CLIP are offloaded whole by diffusers' hooks (their direct children are
+      no ModuleList, so its block-level offload makes one group of each), onloaded for their own stage.
     """
+    if text_encoder not in TEXT_ENCODER_STATES:
+        raise ValueError(f"text_encoder must be one of {TEXT_ENCODER_STATES}, got {text_encoder!r}")
     w = weights.components
-    denoiser = weights.linear_fp8_denoiser if fp8 else weights.denoiser
+    denoiser = weights.denoiser_bytes(fp8)
+    umt5_later = w["text_encoder"] if text_encoder == "kept" else 0  # umT5 on the GPU after its own stage
     if offload == "none":
-        return dict.fromkeys(STAGES, denoiser + w["text_encoder"] + w["image_encoder"] + w["vae"])
+        everything = denoiser + w["image_encoder"] + w["vae"]
+        stages = dict.fromkeys(STAGES, everything + umt5_later)
+        stages["text_encoder"] = everything + w["text_encoder"]
+    elif offload == "model":
+        stages = {"text_encoder": w["text_encoder"], "image_encoder": w["image_encoder"],
+                  "vae_encode": w["vae"] + w["image_encoder"], "denoise": denoiser + w["vae"], "vae_decode": w["vae"]}
+    elif offload == "group":
+        streamed = weights.streamed(fp8)
+        base = w["vae"] + streamed.root + streamed.slots
+        stages = {"text_encoder": base + w["text_encoder"], "image_encoder": base + w["image_encoder"],
+                  "vae_encode": base, "denoise": base, "vae_decode": base}
+    else:
+        raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+    if text_encoder == "absent":
+        del stages["text_encoder"]
+    return stages
+
+
+@dataclass(frozen=True)
+class HostPhases:
+    """Host bytes (tensors) of one sampling process at each phase of a run:
+
+    ``loading``: every model read to the host in its loaded dtype (``LongViePipeline.from_pretrained`` loads
+    them all before placing them); ``placing``: ``apply_modes`` (FP8 is quantised one layer at a time and
+    stored where it lives; group offload packs the blocks into its slabs - root already on the GPU, originals
+    released as they are copied, slabs allocated as the packing reaches them); ``sampling``: while clips are
+    made, with umT5; ``released``: the same once umT5 has left."""
+
+    loading: int
+    placing: int
+    sampling: int
+    released: int
+
+    @property
+    def peak(self) -> int:
+        return max(self.loading, self.placing, self.sampling)
+
+
+def host_phases(weights: WeightBytes, offload: str, fp8: bool = False, text_encoder: bool = True) -> HostPhases:
+    """:class:`HostPhases` of one process; ``text_encoder``: it loads umT5 (one process, or rank 0 under
+    torchrun: the other ranks never load it).
+
+    none: after placing, nothing stays in host RAM; model: every model waits there (the denoiser in FP8 with
+    FP8); group: the pinned slabs (:class:`StreamSizes`) + CLIP and umT5 (the root and the VAE are on the GPU)."""
+    w = weights.components
+    umt5 = w["text_encoder"] if text_encoder else 0
+    loading = weights.total - w["text_encoder"] + umt5
+    if offload == "none":
+        return HostPhases(loading, loading, 0, 0)
     if offload == "model":
-        return {"text_encoder": w["text_encoder"], "image_encoder": w["image_encoder"],
-                "vae_encode": w["vae"] + w["image_encoder"], "denoise": denoiser + w["vae"], "vae_decode": w["vae"]}
+        sampling = loading - weights.denoiser + weights.denoiser_bytes(fp8)
+        return HostPhases(loading, loading, sampling, sampling - umt5)
     if offload == "group":
-        root = weights.fp8_root if fp8 else weights.denoiser_root
-        block = (max(weights.fp8_block_main, weights.fp8_block_control) if fp8
-                 else max(weights.block_main, weights.block_control))
-        base = w["vae"] + root
-        return {"text_encoder": base + w["text_encoder"], "image_encoder": base + w["image_encoder"],
-                "vae_encode": base, "denoise": base + 2 * block, "vae_decode": base}
+        streamed = weights.streamed(fp8)
+        others = w["image_encoder"] + umt5
+        placing = others + w["vae"] + streamed.blocks + streamed.pack_extra
+        sampling = others + streamed.pinned
+        return HostPhases(loading, placing, sampling, sampling - umt5)
     raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
 
 
-def host_bytes(weights: WeightBytes, offload: str, fp8: bool = False, processes: int = 1) -> int:
-    """Host RAM of ``processes`` sampling processes on one machine (each holds its own models).
+def host_bytes(weights: WeightBytes, offload: str, fp8: bool = False, ranks: int = 1, released: bool = False) -> int:
+    """Host RAM of one machine running ``ranks`` sampling processes on one video, margin included
+    (:data:`HOST_PROCESS_BYTES` per process): the peak over the run, or with ``released`` the RAM held
+    while sampling once umT5 has left (``python -m longvie.sample`` releases it after caching the run's
+    prompts; the app keeps it).
 
-    none: the loaders read every component to the host before moving it (peak while loading);
-    model: every model waits in host RAM while another computes; group: every weight stays in host RAM
-    (the copy the blocks are streamed from) + the pinned staging of two blocks (pinned tensor by tensor,
-    each rounded up to a power of two). FP8 stores the denoiser in FP8 on the host too (model, group);
-    under "none" the bf16 weights pass through the host while loading."""
-    stored = weights.total - (weights.denoiser - weights.linear_fp8_denoiser if fp8 and offload != "none" else 0)
-    if offload == "group":
-        stored += 2 * (weights.fp8_pinned_block if fp8 else weights.pinned_block)
-    return processes * (stored + HOST_PROCESS_BYTES)
+    Under torchrun rank 0 alone loads umT5 (``TEXT_RANK``), and loads first while the other ranks wait at
+    a barrier; they then load at once while rank 0 holds its models, umT5 still among them."""
+    first = host_phases(weights, offload, fp8, text_encoder=True)
+    if ranks == 1:
+        tensors = first.released if released else first.peak
+    else:
+        other = host_phases(weights, offload, fp8, text_encoder=False)
+        if released:
+            tensors = first.released + (ranks - 1) * other.sampling
+        else:
+            tensors = max(first.peak, first.sampling + (ranks - 1) * other.peak)
+    return ranks * HOST_PROCESS_BYTES + tensors
 
 
 @dataclass(frozen=True)
@@ -831,25 +908,40 @@ def loop_variant(mode: InferenceMode) -> tuple:
 
 def estimate_mode(weights: WeightBytes, peaks: dict[str, int], loop_peaks: dict[tuple, int],
                   mode: InferenceMode, name: str | None = None) -> ModeEstimate:
-    """GPU peak (margin included) and host RAM of one inference mode (row named ``name``, by default
-    the mode's full name).
+    """GPU peak (margin included) and host RAM of one inference mode as ``python -m longvie.sample`` runs it
+    (umT5 released once the run's prompts are cached), row named ``name`` (by default the mode's full name).
+
+    With CFG-parallel (two ranks) the GPU peak is the larger of rank 0 (umT5 for the text stage) and the other
+    rank (no umT5), both in ``parts``; host RAM is the machine's. ``parts`` also holds the peaks of a pipeline
+    that keeps umT5 (the app, the Python API without ``cache_prompts(..., release_text_encoder=True)``) and
+    the host RAM once umT5 has left.
 
     ``peaks``: the encoder/VAE stage peaks (the tiled VAE's under key "vae_encode_tiled"/"vae_decode_tiled");
     ``loop_peaks``: :func:`denoise_loop_peak` per :func:`loop_variant` key."""
-    resident = stage_residency(weights, mode.offload, mode.fp8)
     tiled = "_tiled" if mode.vae_tiling else ""
     activations = {"text_encoder": peaks["text_encoder"], "image_encoder": peaks["image_encoder"],
                    "vae_encode": peaks["vae_encode" + tiled], "vae_decode": peaks["vae_decode" + tiled],
                    "denoise": max(loop_peaks[key] for key in loop_variant(mode))}
-    per_stage = {s: resident[s] + activations[s] for s in STAGES}
-    worst = max(per_stage, key=per_stage.get)
-    processes = 2 if mode.cfg == "parallel" else 1
+
+    def gpu(text_encoder: str) -> tuple[str, int, dict]:
+        resident = stage_residency(weights, mode.offload, mode.fp8, text_encoder)
+        per_stage = {stage: resident[stage] + activations[stage] for stage in resident}
+        worst = max(per_stage, key=per_stage.get)
+        return worst, per_stage[worst], resident
+
+    ranks = 2 if mode.cfg == "parallel" else 1
+    worst, rank0, resident = gpu("released")
+    other = gpu("absent") if ranks > 1 else None
+    kept = gpu("kept")
+    gpu_bytes = with_margin(max(rank0, other[1] if other else 0))
     note = (f"peak in {worst}: weights {resident[worst] / GiB:.2f} + activations {activations[worst] / GiB:.2f} GiB"
-            + (" per rank (2 ranks)" if processes == 2 else ""))
-    return ModeEstimate(name or mode.name, with_margin(per_stage[worst]),
-                        host_bytes(weights, mode.offload, mode.fp8, processes),
-                        note, {"stage": worst, "bytes": per_stage[worst], "resident": resident,
-                               "activations": activations, "mode": mode})
+            + (f" on rank 0 (rank 1: {with_margin(other[1]) / GiB:.1f} GiB)" if other else ""))
+    parts = {"stage": worst, "bytes": rank0, "resident": resident, "activations": activations, "mode": mode,
+             "ranks": ranks, "gpu_rank0": with_margin(rank0),
+             "gpu_other_ranks": with_margin(other[1]) if other else None,
+             "gpu_keep_umt5": with_margin(kept[1]), "stage_keep_umt5": kept[0],
+             "host_after_release": host_bytes(weights, mode.offload, mode.fp8, ranks, released=True)}
+    return ModeEstimate(name or mode.name, gpu_bytes, host_bytes(weights, mode.offload, mode.fp8, ranks), note, parts)
 
 
 def inference_modes(weights: WeightBytes, peaks: dict[str, int], cfg_batch: int = 1,
@@ -1194,6 +1286,10 @@ def margin_lines() -> list[str]:
             "assumed, not measured)."]
 
 
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / GiB:.1f}"
+
+
 def format_matrix(rows: list[ModeEstimate]) -> list[str]:
     """Every mode, one line per offload x FP8 x compile x cache x VAE tiling, one GPU column per guidance mode."""
     by_key = {}
@@ -1201,14 +1297,16 @@ def format_matrix(rows: list[ModeEstimate]) -> list[str]:
         m = row.parts["mode"]
         by_key.setdefault((m.offload, m.fp8, m.compile, m.step_cache, m.vae_tiling), {})[m.cfg] = row
     lines = ["| offload | fp8 | compile | cache | VAE tiling | GPU peak GiB: CFG sequential | CFG batch | "
-             "CFG parallel (per rank) | host RAM GiB (1 process) | host RAM GiB (CFG parallel, 2 ranks) | "
-             "peak in (sequential) |",
+             "CFG parallel (rank 0 / rank 1) | host RAM GiB, 1 process (peak / after umT5 release) | "
+             "host RAM GiB, CFG parallel 2 ranks (peak / after release) | peak in (sequential) |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for (offload, fp8, compiled, cache, tiling), cfgs in by_key.items():
         seq, batch, par = cfgs["sequential"], cfgs["batch"], cfgs["parallel"]
         lines.append(f"| {offload} | {'on' if fp8 else 'off'} | {'on' if compiled else 'off'} | {cache or 'off'} | "
-                     f"{'on' if tiling else 'off'} | {seq.gpu_gib:.1f} | {batch.gpu_gib:.1f} | {par.gpu_gib:.1f} | "
-                     f"{seq.host_gib:.1f} | {par.host_gib:.1f} | {seq.parts['stage']} |")
+                     f"{'on' if tiling else 'off'} | {_gib(seq.gpu_bytes)} | {_gib(batch.gpu_bytes)} | "
+                     f"{_gib(par.parts['gpu_rank0'])} / {_gib(par.parts['gpu_other_ranks'])} | "
+                     f"{_gib(seq.host_bytes)} / {_gib(seq.parts['host_after_release'])} | "
+                     f"{_gib(par.host_bytes)} / {_gib(par.parts['host_after_release'])} | {seq.parts['stage']} |")
     return lines
 
 
@@ -1221,21 +1319,30 @@ def format_report(report: MemoryReport) -> str:
              *margin_lines(),
              "weights (GiB): " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in w.components.items())
              + f"; total {w.total / GiB:.2f}",
-             f"FP8 rule: denoiser {w.denoiser / GiB:.2f} -> {w.linear_fp8_denoiser / GiB:.2f} GiB "
+             f"FP8 (longvie.acceleration.fp8): denoiser {w.denoiser / GiB:.2f} -> "
+             f"{w.linear_fp8_denoiser / GiB:.2f} GiB "
              f"(float32 row scales {w.fp8_scales / GiB:.3f} GiB included)",
+             f"group offload: root {w.stream.root / GiB:.2f} GiB and {_offload.DEFAULT_SLOTS} slots of "
+             f"{w.stream.slot / GiB:.2f} GiB on the GPU, {len(w.stream.slabs)} pinned host slabs "
+             f"{w.stream.pinned / GiB:.2f} GiB (FP8: {w.fp8_stream.slot / GiB:.2f} GiB slots, "
+             f"{len(w.fp8_stream.slabs)} slabs {w.fp8_stream.pinned / GiB:.2f} GiB)",
              "activation peaks (GiB): " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in report.peaks.items()),
              ""]
     first = report.inference[0].parts["mode"] if report.inference else InferenceMode()
     options = [f"guidance {first.cfg}"] + (["compile"] if first.compile else []) + \
         ([f"cache {first.step_cache}"] if first.step_cache else []) + (["VAE tiling"] if first.vae_tiling else [])
-    lines += [f"inference modes ({', '.join(options)}):", "",
-              f"| {'inference mode':<16} | GPU peak (GiB) | host RAM (GiB) | notes |",
-              f"|{'-' * 18}|---------------:|---------------:|-------|"]
+    lines += [f"inference modes ({', '.join(options)}; as python -m longvie.sample runs them: umT5 leaves GPU and "
+              "host memory once the run's prompts are cached, before clip 0):", "",
+              f"| {'inference mode':<16} | GPU peak (GiB) | GPU peak, umT5 kept (GiB) | host RAM peak (GiB) | "
+              "host RAM after umT5 release (GiB) | notes |",
+              f"|{'-' * 18}|---------------:|---:|---------------:|---:|-------|"]
     for row in report.inference:
-        lines.append(f"| {row.mode:<16} | {row.gpu_gib:14.1f} | {row.host_gib:14.1f} | {row.note} |")
+        lines.append(f"| {row.mode:<16} | {row.gpu_gib:14.1f} | {_gib(row.parts['gpu_keep_umt5'])} | "
+                     f"{row.host_gib:14.1f} | {_gib(row.parts['host_after_release'])} | {row.note} |")
     if report.matrix:
-        lines += ["", "every inference mode (FP8: the larger of per-row FP8 GEMMs and weight-only FP8; compile: "
-                  "the eager count, FP8 quantisation fused):", ""] + format_matrix(report.matrix)
+        lines += ["", "every inference mode (FP8: the larger of its two kinds, FP8 GEMMs and weight-only; compile: the "
+                  "eager count with the FP8 work fused; CFG parallel: one guidance branch per rank, rank 0 alone "
+                  "loads umT5):", ""] + format_matrix(report.matrix)
     if report.training:
         lines += ["", "training, per stage config and accelerate config (GPU per rank, host RAM per node; batch 1, "
                   "gradient checkpointing; stage 3 with 16 history frames):", "",

@@ -105,6 +105,43 @@ def unit_bytes(denoiser) -> list[int]:
     return [sum(_align(t.numel() * t.element_size()) for *_, t in _unit_tensors(unit)) for unit in stream_units(denoiser)]
 
 
+def pack_slabs(unit_entries) -> tuple[list[list[tuple[int, int]]], list[int]]:
+    """The host layout of the streamed units: units in order, each tensor at a ``ALIGN``-aligned start,
+    a new slab when the tensor does not fit in ``SLAB_BYTES`` (a tensor larger than a slab gets a slab of
+    its own size). ``unit_entries``: per unit, its ``_unit_tensors``. Returns ((slab, start) of every
+    tensor per unit, the bytes used in each slab)."""
+    where, used = [], [0]
+    for entries in unit_entries:
+        placed = []
+        for *_, tensor in entries:
+            nbytes = tensor.numel() * tensor.element_size()
+            start = _align(used[-1])
+            if used[-1] and start + nbytes > max(SLAB_BYTES, nbytes):
+                used.append(0)
+                start = 0
+            placed.append((len(used) - 1, start))
+            used[-1] = start + nbytes
+        where.append(placed)
+    return where, used
+
+
+def slab_sizes(used: list[int], pin: bool) -> list[int]:
+    """Host bytes of each slab allocated for ``used`` bytes: pinned slabs are rounded up to a power of two
+    (as torch's pinned host allocator rounds every allocation), pageable ones are exact."""
+    return [_next_power_of_two(u) if pin else u for u in used]
+
+
+def host_slab_bytes(denoiser, pin: bool = True) -> list[int]:
+    """The host slabs :class:`BlockStreamer` allocates for ``denoiser`` (bytes each, in allocation order);
+    works on the meta device (the memory estimator reads it)."""
+    return slab_sizes(pack_slabs([_unit_tensors(unit) for unit in stream_units(denoiser)])[1], pin)
+
+
+def root_bytes(denoiser) -> int:
+    """Bytes of the root (every tensor outside the streamed units), which stays on the compute device."""
+    return sum(t.numel() * t.element_size() for *_, t in root_tensors(denoiser))
+
+
 def root_tensors(denoiser) -> list[tuple[nn.Module, str, str, torch.Tensor]]:
     """Every tensor of the denoiser outside the streamed units (embeddings, head, adapters, RoPE tables)."""
     in_units = {id(m) for unit in stream_units(denoiser) for m in _unit_modules(unit)}
@@ -168,22 +205,14 @@ class BlockStreamer:
             if tensor.device != self.device:
                 _bind(module, kind, name, tensor.to(self.device))
 
-        # 2. host layout: units in order, each tensor aligned; a new slab when the current one is full
-        self.tensors: list[list[_Tensor]] = []
+        # 2. host layout (pack_slabs): units in order, each tensor aligned; a new slab when the current one is full
         unit_entries = [_unit_tensors(unit) for unit in self.units]
-        used = [0]
-        for entries in unit_entries:
-            placed = []
-            for module, kind, name, tensor in entries:
-                nbytes = tensor.numel() * tensor.element_size()
-                start = _align(used[-1])
-                if used[-1] and start + nbytes > max(SLAB_BYTES, nbytes):
-                    used.append(0)
-                    start = 0
-                placed.append(_Tensor(module, kind, name, tensor, len(used) - 1, start))
-                used[-1] = start + nbytes
-            self.tensors.append(placed)
-        sizes = [_next_power_of_two(u) if self.pin else u for u in used]
+        layout, used = pack_slabs(unit_entries)
+        self.tensors: list[list[_Tensor]] = [
+            [_Tensor(module, kind, name, tensor, slab, start)
+             for (module, kind, name, tensor), (slab, start) in zip(entries, placed)]
+            for entries, placed in zip(unit_entries, layout)]
+        sizes = slab_sizes(used, self.pin)
         self.slabs: list[torch.Tensor | None] = [None] * len(sizes)  # allocated as packing reaches them
         self.pinned_bytes = sum(sizes) if self.pin else 0
         self.host_bytes = sum(sizes)

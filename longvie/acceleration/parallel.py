@@ -127,7 +127,9 @@ def sequence_parallel_backend_support(backend: str | None) -> tuple[bool, str]:
 
     name = backend or "native"
     if name == "auto":
-        return True, "auto resolves to flash-attn 2 or PyTorch SDPA, both run sequence-parallel"
+        return True, ("auto resolves, among the backends that run sequence-parallel, to FlashAttention-3 or cuDNN "
+                      "attention on sm90 GPUs, flash-attn 2 on other sm80+ GPUs, PyTorch SDPA otherwise "
+                      "(acceleration.attention.select_attention_backend)")
     try:
         AttentionBackendName(name)
     except ValueError:

@@ -8,7 +8,9 @@ residual and counters), as in TeaCache's and MagCache's reference code (even/odd
 
 Three kinds, all behind one protocol: a cache is a ``block_stack(run, state, num_blocks)`` for
 :meth:`LongVieDenoiser.forward` that calls ``run(state, start, stop)`` for the block ranges it computes
-(offload schedulers follow those ranges).
+(offload schedulers follow those ranges). The state is handed over: a cache keeps alive only what it
+reads later (``firstblock``: block 0's output tokens, not its control streams nor the input tokens;
+``run(..., release_input=True)`` frees a state's fields once its first block has read them).
 
 * ``firstblock`` (in the spirit of diffusers' FirstBlockCache): block 0 (with its control step) runs on
   every call; when the relative L1 change of its residual since the previous call is below the threshold,
@@ -355,6 +357,7 @@ class FirstBlockCache(StepCache):
     def __call__(self, run, state, num_blocks: int):
         after_first = run(state, 0, 1)
         first = after_first.tokens - state.tokens
+        state.tokens = state.dense = state.sparse = None  # handed over: the input tokens are read no more
         skip = self._should_skip(first)
         self._previous_first = first
         self.call += 1
@@ -362,8 +365,12 @@ class FirstBlockCache(StepCache):
         if skip:
             self.skipped += 1
             return type(state)(after_first.tokens + self._residual, after_first.dense, after_first.sparse)
-        final = run(after_first, 1, num_blocks)
-        self._residual = final.tokens - after_first.tokens
+        # Only block 0's output tokens are needed after the stack (for the residual): block 0's control
+        # streams are handed over too and die once block 1's control step has read them.
+        tokens = after_first.tokens
+        final = run(after_first, 1, num_blocks, release_input=True)
+        del after_first
+        self._residual = final.tokens - tokens
         return final
 
 

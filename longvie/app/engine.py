@@ -28,7 +28,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..longvideo.cli import build_parser, check_model_dirs, model_identity, pipeline_loader, resolve_config
+from ..longvideo.cli import (
+    build_parser,
+    check_model_dirs,
+    model_identity,
+    pipeline_loader,
+    plan_run_modes,
+    resolve_config,
+    run_settings,
+)
 from ..longvideo.run_state import RedoRequest, RunDir, RunLockedError, RunMismatchError
 from ..longvideo.sampler import LongVideoSampler, LongVideoSettings
 from ..longvideo.validation import InputValidationError, check_clip_settings, validate_inputs
@@ -184,14 +192,16 @@ class Studio:
         """Missing or incomplete weight folders of the config (none for the tiny preset)."""
         return check_model_dirs(self.config)
 
-    def settings(self, seed: int = 0, **overrides) -> LongVideoSettings:
-        """The sampler settings of this config with the page's overrides (None keeps the config's)."""
-        s = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
-        return LongVideoSettings(
-            num_frames=int(s["num_frames"]), height=int(s["height"]), width=int(s["width"]), steps=int(s["steps"]),
-            cfg=float(s["cfg"]), shift=float(s["shift"]), history_frames=int(s["history_frames"]),
-            resize=s["resize"], negative_prompt=s["negative_prompt"], fps=int(s["fps"]),
-            model=model_identity(self.config), dtype=self.config["dtype"], seed=int(seed))
+    def settings(self, seed: int = 0, offload: str | None = None, **overrides) -> LongVideoSettings:
+        """The sampler settings of this config with the page's overrides (None keeps the config's), built as the
+        sample CLI builds them (``longvideo.cli.run_settings``): FP8 and its kind as the loaded pipeline will
+        run them (the modes planned for this device, with ``offload`` or the config's), the step cache, VAE
+        tiling, the schedule and the config's LoRAs. Raises ``ModeError`` for modes that cannot run here."""
+        config = {**self.config, "sampling": {**self.sampling,
+                                              **{k: v for k, v in overrides.items() if v is not None}}}
+        if offload is not None:
+            config["offload"] = offload
+        return run_settings(config, plan_run_modes(config, self.device), seed=seed)
 
     def settings_of_run(self, manifest: dict) -> LongVideoSettings:
         """A run's recorded settings with this app's model identity (a run made with other weights is
@@ -392,7 +402,12 @@ class Studio:
             problems.append(f"steps {numbers['steps']}: must be at least 1")
         settings_overrides = dict(steps=numbers["steps"], cfg=cfg, height=numbers["height"], width=numbers["width"],
                                   num_frames=numbers["num_frames"])
-        settings = self.settings(seed=numbers["seed"] or 0, **settings_overrides)
+        from ..acceleration.modes import ModeError
+
+        try:
+            settings = self.settings(seed=numbers["seed"] or 0, offload=offload, **settings_overrides)
+        except ModeError as err:  # a mode of the config that cannot run on this device: before any model loads
+            raise AppInputError([str(err)]) from None
         problems += check_clip_settings(settings.num_frames, settings.height, settings.width,
                                         settings.history_frames, settings.resize)
         if request.loras:

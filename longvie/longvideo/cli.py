@@ -282,6 +282,28 @@ def plan_run_modes(config: dict, device: str | None, sequence_degree: int = 1):
     return plan_modes(mode_request(config, sequence_degree), info)
 
 
+def run_settings(config: dict, plan, seed: int | None = None, loras: list | None = None) -> LongVideoSettings:
+    """The :class:`LongVideoSettings` of a resolved config (:func:`resolve_config`), for the sample CLI and the app
+    (``longvie.app.engine.Studio.settings``) alike: the sampling section, the model identity and dtype, and the
+    settings that change pixels as the run will apply them - FP8 and its kind from ``plan`` (the run's
+    ``ModePlan``, :func:`plan_run_modes`: "auto" resolved for the device, as the loaded pipeline does), the step
+    cache, VAE tiling, the schedule and the LoRAs (``loras``: their settings entries when already computed;
+    None computes them from the config's ``loras``). ``seed``: None takes the sampling section's."""
+    s = config["sampling"]
+    if loras is None:
+        from .loras import lora_records, lora_specs
+
+        loras = lora_records(lora_specs(config)[0])[0]
+    return LongVideoSettings(
+        num_frames=int(s["num_frames"]), height=int(s["height"]), width=int(s["width"]), steps=int(s["steps"]),
+        cfg=float(s["cfg"]), shift=float(s["shift"]), history_frames=int(s["history_frames"]), resize=s["resize"],
+        negative_prompt=s["negative_prompt"], fps=int(s["fps"]), model=model_identity(config), dtype=config["dtype"],
+        seed=int(s["seed"] if seed is None else seed), vae_tiling=bool(s.get("vae_tiling", False)),
+        fp8=plan.fp8 is not None, fp8_kind=plan.fp8, step_cache=s.get("step_cache"),
+        step_cache_threshold=s.get("step_cache_threshold"), loras=loras, timesteps=s.get("timesteps"),
+        step_cache_ratios=s.get("step_cache_ratios"))
+
+
 def pipeline_loader(config: dict, device: str | None, sequence_degree: int = 1, cfg_degree: int = 1,
                     text_encoder: bool = True):
     """A function that loads the pipeline of ``config`` (called only when a clip must be made).
@@ -583,13 +605,7 @@ def _run(argv: list[str] | None, session: _Session, single_process: bool = False
     from .loras import lora_records
 
     lora_settings, config["loras"] = lora_records(specs)  # sha256 of each LoRA: compared on resume
-    settings = LongVideoSettings(
-        num_frames=s["num_frames"], height=s["height"], width=s["width"], steps=s["steps"], cfg=float(s["cfg"]),
-        shift=float(s["shift"]), history_frames=s["history_frames"], resize=s["resize"],
-        negative_prompt=s["negative_prompt"], fps=s["fps"], model=model_identity(config), dtype=config["dtype"],
-        seed=s["seed"], vae_tiling=bool(s.get("vae_tiling", False)), fp8=plan.fp8 is not None, fp8_kind=plan.fp8,
-        step_cache=s.get("step_cache"), step_cache_threshold=s.get("step_cache_threshold"),
-        loras=lora_settings, timesteps=s.get("timesteps"), step_cache_ratios=s.get("step_cache_ratios"))
+    settings = run_settings(config, plan, loras=lora_settings)
     if args.redo is not None and not 0 <= args.redo < len(inputs.clips):
         print(f"error: --redo {args.redo}: the run has clips 0..{len(inputs.clips) - 1}", file=sys.stderr)
         return 2

@@ -312,7 +312,9 @@ class LongVieDenoiser(nn.Module):
             clip_cache: optional :class:`ClipCache`; its first call prepares the clip, later calls reuse it
                 (the condition tensors must then be the same objects).
             block_stack: optional ``f(run_blocks, state, num_blocks) -> state`` replacing the plain
-                ``run_blocks(state, 0, num_blocks)`` (step caching).
+                ``run_blocks(state, 0, num_blocks)`` (step caching). The state is handed over: the stack
+                may release its fields; ``run_blocks(state, start, stop, release_input=True)`` does so
+                once block ``start`` has read them.
         Returns:
             (B, 16, F, H, W) velocity, in the dtype of the model.
         """
@@ -353,7 +355,9 @@ class LongVieDenoiser(nn.Module):
         # 3. blocks with control injection
         state = StreamState(tokens, clip.dense, clip.sparse)
         del tokens  # held by the state only: the plain path frees it once block 0 has read it
-        run = lambda s, start, stop: self.run_blocks(s, start, stop, step)  # noqa: E731
+        def run(s, start, stop, release_input=False):  # a step cache may hand its state over (release_input)
+            return self.run_blocks(s, start, stop, step, release_input=release_input)
+
         num_blocks = len(t.blocks)
         if block_stack is not None:
             state = block_stack(run, state, num_blocks)

@@ -140,10 +140,28 @@ def test_quantising_on_a_work_device_keeps_the_result_where_asked():
         FP8Linear(4, 4, kind="int8")
 
 
-def test_the_memory_estimator_counts_the_same_fp8_layers():
-    """The estimator selects FP8 layers by the name patterns of fp8.py; they must be exactly the converted ones."""
+@pytest.mark.parametrize("kind", ["gemm", "weight-only"])
+def test_the_memory_estimator_counts_the_converted_model(kind):
+    """The estimator's FP8 bytes (counted on the unconverted model from fp8_target_names and FP8_LAYOUT) equal
+    the bytes of the model apply_fp8 converts, float32 row scales included; so do its per-block and
+    group-offload sizes (the estimator's WeightBytes of the tiny preset against a converted real model)."""
     from longvie.acceleration import memory
+    from longvie.acceleration.offload import unit_bytes
 
-    denoiser = tiny_denoiser()
-    assert sorted(memory.fp8_linear_names(denoiser)) == sorted(fp8_target_names(denoiser))
+    exact = tiny_denoiser()
+    total, scales = memory.fp8_bytes(exact)
+    converted = copy.deepcopy(exact)
+    apply_fp8(converted, kind)
+    assert stored_bytes(converted) == total < stored_bytes(exact)
+    assert scales == sum(m.weight_scale.numel() * m.weight_scale.element_size()
+                         for m in converted.modules() if isinstance(m, FP8Linear)) > 0
 
+    arch = memory.architecture("tiny")
+    weights = memory.weight_bytes(arch)
+    real = memory.build_models(arch, parts=("denoiser",))["denoiser"]
+    apply_fp8(real, kind)
+    assert weights.linear_fp8_denoiser == stored_bytes(real) and weights.fp8_scales == scales
+    assert weights.fp8_block_main == stored_bytes(real.transformer.blocks[0])
+    assert weights.fp8_stream.slot == max(unit_bytes(real)) and weights.fp8_stream.blocks == sum(
+        stored_bytes(block) for block in [*real.transformer.blocks, *real.control.control_blocks_dense,
+                                          *real.control.control_blocks_sparse])

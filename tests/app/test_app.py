@@ -207,6 +207,35 @@ def test_bad_inputs_end_the_job_with_a_message(studio, example, tmp_path):
     assert "Traceback" not in describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
 
 
+def test_app_settings_record_the_configs_fp8_as_the_loaded_pipeline_runs_it(tmp_path, example, monkeypatch):
+    """An app config with FP8 (and the step cache, VAE tiling) on: the run's settings record them - FP8 with the
+    kind the loaded pipeline actually runs (its manifest ``modes``, read from the model) - as
+    ``python -m longvie.sample`` records them for the same config (one function builds both)."""
+    from dataclasses import asdict
+
+    from longvie.longvideo import cli
+
+    monkeypatch.setenv("LONGVIE_CACHE", str(tmp_path / "cache"))  # the app's loader writes the tiny checkpoints
+    config = tmp_path / "tiny_fp8.yaml"
+    config.write_text("preset: tiny\nsampling:\n  fp8: true\n  step_cache: firstblock\n  vae_tiling: true\n")
+    studio = Studio(str(config), tmp_path / "outputs")
+    settings = studio.settings(seed=3, steps=STEPS)
+    assert (settings.fp8, settings.fp8_kind, settings.step_cache, settings.vae_tiling) == (
+        True, "weight-only", "firstblock", True)  # CPU: "auto" is weight-only FP8
+    resolved = cli.resolve_config(cli.build_parser().parse_args(["--config", str(config), "--steps", str(STEPS)]))
+    assert asdict(settings) == asdict(cli.run_settings(resolved, cli.plan_run_modes(resolved, None), seed=3))
+
+    request = request_for(example, name="fp8", texts=example["texts"][:1], depth=example["depth"][:1],
+                          track=example["track"][:1])
+    events = run_events(studio.new_run(request))
+    assert events[-1].kind == "done", events[-1].message
+    manifest = json.loads((events[-1].run_dir / "manifest.json").read_text())
+    recorded = manifest["settings"]
+    assert recorded["fp8"] is True and recorded["fp8_kind"] == "weight-only" == manifest["modes"]["fp8"]
+    assert recorded["step_cache"] == "firstblock" and recorded["vae_tiling"] is True
+    assert manifest["modes"]["fp8_layers"] > 0 and studio.pipes["none"].vae_tiling
+
+
 def test_missing_weights_are_reported_before_anything_runs(tmp_path, example):
     config = tmp_path / "released.yaml"
     config.write_text(f"base_model_dir: {tmp_path / 'no_base'}\nlongvie_dir: {tmp_path / 'no_longvie'}\n")

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from longvie.acceleration import memory
+from longvie.acceleration import memory, offload
+from longvie.acceleration.offload import apply_group_offload
 from longvie.benchmark.__main__ import main as benchmark_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,13 +157,16 @@ def test_release_weights_match_a_hand_calculation(release_weights):
 
 
 def test_fp8_rule_keeps_what_the_issue_names():
-    """Which Linears are FP8, by name (tiny model): block Linears only; the adapters, control_t_mod,
-    control_text_linear, the embedders and the head stay; the emulated model stores what the count says."""
+    """Which Linears are FP8, by name (tiny model): fp8.py converts block Linears only; the adapters,
+    control_t_mod, control_text_linear, the embedders and the head stay; the estimator's FP8 count equals the
+    bytes of the model fp8.apply_fp8 converts (on the meta device here; real tensors in test_fp8.py)."""
+    from longvie.acceleration.fp8 import FP8Linear, apply_fp8, fp8_target_names
+
     arch = memory.architecture("tiny")
     with torch.device("meta"):
         models = memory.build_models(arch, parts=("denoiser", "text_encoder", "image_encoder", "vae"))
     denoiser = models["denoiser"]
-    names = memory.fp8_linear_names(denoiser)
+    names = fp8_target_names(denoiser)
     assert names and all(".blocks." in n or ".control_blocks_" in n for n in names)
     linears = [n for n, m in denoiser.named_modules() if isinstance(m, torch.nn.Linear)]
     kept = set(linears) - set(names)
@@ -171,9 +175,9 @@ def test_fp8_rule_keeps_what_the_issue_names():
         assert any(n.startswith(prefix) for n in kept), prefix
     assert all(".blocks." not in n and ".control_blocks_" not in n for n in kept)
     weights = memory.count_weights(arch, models)
-    with torch.device("meta"):
-        memory.emulate_fp8(denoiser, compute_dtype=arch.weight_dtype)
+    apply_fp8(denoiser, "gemm")
     assert memory.tensor_bytes(denoiser) == weights.linear_fp8_denoiser
+    assert sum(m.weight_scale.numel() * 4 for m in denoiser.modules() if isinstance(m, FP8Linear)) == weights.fp8_scales
     assert all(m.weight.dtype == torch.float8_e4m3fn for n, m in denoiser.named_modules() if n in names)
 
 
@@ -208,6 +212,52 @@ def test_nothing_outlives_its_use_between_blocks():
     for index, live in seen:
         streams = 2 * n * half if 0 < index < arch.control_layers else 0
         expected = 4 * (prepared + per_call + (nh + n) * dim + streams)
+        assert live == expected, (index, live, expected)
+
+
+def test_the_first_block_cache_keeps_only_what_it_reads():
+    """With the firstblock step cache (a call that runs every block), the live bytes at the entry of every main
+    block = the plain path's + what the cache keeps of this call, summed from shapes: block 0's residual (for
+    the next call's decision) from block 1 on, and block 0's output tokens (for this call's residual of blocks
+    1..) from block 2 on (at block 1 they are its input). Block 0's control streams and the input tokens are
+    not kept through blocks 1..: the cache hands them over (the output is the plain path's, bit for bit)."""
+    from longvie.acceleration.step_cache import StepCacheConfig, make_step_cache
+
+    torch.manual_seed(0)
+    arch = memory.architecture("tiny")
+    denoiser = memory.build_models(arch, dtype=torch.float32, parts=("denoiser",))["denoiser"]
+    inputs = memory.denoiser_inputs(arch, torch.float32)
+    t = denoiser.transformer.config
+    dim, half = t.num_attention_heads * t.attention_head_dim, t.num_attention_heads * t.attention_head_dim // 2
+    frames, height, width = arch.latent_grid
+    n = frames * (height // 2) * (width // 2)
+    nh = arch.history_latent_frames * (height // 2) * (width // 2)
+    context = inputs["image_embeds"].shape[1] + inputs["text_embeds"].shape[1]
+    head_dim = t.attention_head_dim
+    prepared = (context * dim + context * half + n * dim + nh * dim + 2 * n * half
+                + 2 * (nh + n) * head_dim + 2 * n * head_dim)
+    per_call = t.freq_dim + dim + 6 * dim + 6 * half
+    cache = make_step_cache(StepCacheConfig("firstblock", threshold=0.0, full_first_steps=0, full_last_steps=0), 2)
+    seen = []
+    with torch.no_grad():
+        first_call = denoiser(**inputs, block_stack=cache)  # leaves the cache's residuals behind
+        assert torch.equal(first_call, denoiser(**inputs))
+        del first_call
+        with memory.LiveTensorBytes() as tracker:  # counts what the second call creates
+            hooks = [block.register_forward_pre_hook(lambda module, args, i=i: seen.append((i, tracker.rescan())))
+                     for i, block in enumerate(denoiser.transformer.blocks)]
+            out = denoiser(**inputs, block_stack=cache)
+            del out
+    for hook in hooks:
+        hook.remove()
+    assert [i for i, _ in seen] == list(range(t.num_layers)) and cache.skipped == 0
+    stream = (nh + n) * dim
+    for index, live in seen:
+        streams = 2 * n * half if 0 < index < arch.control_layers else 0
+        # block 0: nothing of the cache's yet (its tensors from the first call were made outside the tracker);
+        # block 1: block 0's residual (its input is block 0's output); later: + block 0's output tokens
+        cache_bytes = {0: 0, 1: stream}.get(index, 2 * stream)
+        expected = 4 * (prepared + per_call + stream + streams + cache_bytes)
         assert live == expected, (index, live, expected)
 
 
@@ -271,10 +321,10 @@ def test_loop_matches_the_sampling_code(cfg, cache):
 
 def test_shortened_depth_gives_the_full_depth_peak():
     """The loop on 4 main / 3 control blocks peaks as on the full depth (here 6 main / 4 control blocks),
-    with a step cache (which holds block 0's control streams through the stack) and with FP8 emulation."""
+    with a step cache (which holds block 0's output tokens through the stack) and with fp8.py's FP8 layers."""
     arch = memory.architecture("tiny")
     arch = dataclasses.replace(arch, transformer={**arch.transformer, "num_layers": 6}, control_layers=4)
-    for cfg, cache, fp8 in [("batch", "firstblock", None), ("parallel", None, "rowwise")]:
+    for cfg, cache, fp8 in [("batch", "firstblock", None), ("parallel", None, "gemm")]:
         short = memory.denoise_loop_peak(arch, cfg, cache, fp8)
         full = memory.denoise_loop_peak(arch, cfg, cache, fp8, full_depth=True)
         assert short == full, (cfg, cache, fp8, short, full)
@@ -309,49 +359,173 @@ def test_cuda_stand_in_counts_the_fused_rms_norm():
     assert torch.nn.functional.rms_norm is memory._ORIGINAL_RMS_NORM
 
 
+@pytest.mark.parametrize("kind,fused,tokens", [("gemm", False, 1000), ("gemm", True, 1000),
+                                               ("weight-only", False, 10), ("weight-only", True, 10)])
+def test_fp8_layer_transients_against_a_hand_count(kind, fused, tokens):
+    """fp8.FP8Linear's own forward (eager), and the fused stand-in of a compiled block, allocate what a hand count
+    of the code says, for a (M, K) bf16 input and an (N, K) weight:
+    gemm eager: |x| then its row amax (the per-token scales), then x in float32 / scale and its clamp (two float32
+    copies alive at once: 8 MK bytes), the FP8 copy (MK), the output (2 MN) and the output + bias (2 MN);
+    gemm fused: the FP8 copy + scales (MK + 4 M) with the output and output + bias (4 MN);
+    weight-only eager: the weight in float32 and its product with the scales (8 NK); fused: the weight in bf16
+    (2 NK) with the output (2 MN)."""
+    from longvie.acceleration.fp8 import FP8Linear
+
+    M, K, N = tokens, 256, 384
+    with memory._fake_mode(), torch.no_grad(), memory.fused_fp8_kernels(fused):
+        layer = FP8Linear.from_linear(torch.nn.Linear(K, N, dtype=torch.bfloat16), kind)
+        x = torch.randn(M, K, dtype=torch.bfloat16)
+        peak = memory._measure(lambda: layer(x))
+    expected = {("gemm", False): max(8 * M * K + 4 * M, M * K + 4 * M + 4 * M * N),
+                ("gemm", True): M * K + 4 * M + 4 * M * N,
+                ("weight-only", False): max(8 * N * K, 2 * N * K + 2 * M * N),
+                ("weight-only", True): 2 * N * K + 2 * M * N}[kind, fused]
+    assert peak == expected, (peak, expected)
+
+
 def test_fp8_eager_quantisation_transient_is_counted():
-    """Per-row FP8 in eager mode holds float32 copies of the activation while quantising (above the bf16
-    path); compiled (fused) it does not exceed the bf16 loop at this shape."""
+    """In the loop: FP8 GEMMs in eager mode hold float32 copies of the activation while quantising (above the
+    bf16 path); compiled (fused) the FP8 copy of a Linear's input and its scales remain."""
     arch = dataclasses.replace(memory.architecture("tiny"), weight_dtype=torch.bfloat16)
     plain = memory.denoise_loop_peak(arch)
-    eager = memory.denoise_loop_peak(arch, fp8="rowwise")
-    fused = memory.denoise_loop_peak(arch, fp8="rowwise", fused=True)
-    assert eager > plain >= fused > 0
+    eager = memory.denoise_loop_peak(arch, fp8="gemm")
+    fused = memory.denoise_loop_peak(arch, fp8="gemm", fused=True)
+    assert eager > fused > 0 and eager > plain
 
 
 # ------------------------------------------------------------------------------------------- mode rows
 def _synthetic_weights():
+    # DiT + control 35 GiB (root 1 GiB, blocks 34 GiB), umT5 10, CLIP 1, VAE 0.5; FP8 denoiser 18 GiB (blocks 17).
+    # Group offload: slots of 0.75 GiB (FP8 0.375), 36 pinned slabs of 1 GiB (FP8: 18 of 1 GiB), packing 0.5 GiB over.
+    stream = memory.StreamSizes(root=GiB, slot=3 * GiB // 4, slabs=(GiB,) * 36, blocks=34 * GiB, pack_extra=GiB // 2)
+    fp8_stream = memory.StreamSizes(root=GiB, slot=3 * GiB // 8, slabs=(GiB,) * 18, blocks=17 * GiB,
+                                    pack_extra=GiB // 2)
     return memory.WeightBytes({"dit": 30 * GiB, "control": 5 * GiB, "text_encoder": 10 * GiB,
                                "image_encoder": GiB, "vae": GiB // 2}, block_main=GiB // 2, block_control=GiB // 8,
                               denoiser_root=GiB, largest_tensor=GiB // 8, linear_fp8_denoiser=18 * GiB,
                               trainable_control_fp32=10 * GiB, fp8_block_main=GiB // 4, fp8_block_control=GiB // 16,
-                              fp8_root=GiB, pinned_block=GiB, fp8_pinned_block=GiB // 2)
+                              fp8_root=GiB, stream=stream, fp8_stream=fp8_stream)
 
 
 def test_placement_rules_and_max_vram_choice():
-    """Each stage's resident weights per mode (diffusers' model offload keeps the image encoder through the
-    VAE encodes and the VAE through denoising; group offload keeps the VAE and the root group resident)."""
+    """Each stage's resident weights per mode, as python -m longvie.sample runs it (umT5 only for the text stage:
+    it is released once the prompts are cached), by hand: diffusers' model offload keeps the image encoder through
+    the VAE encodes and the VAE through denoising; group offload keeps the VAE, the root and two slots resident."""
     w = _synthetic_weights()
     peaks = {"text_encoder": GiB, "image_encoder": GiB // 4, "vae_encode": 5 * GiB, "vae_decode": 6 * GiB}
-    loop = {("sequential", None, None, False): 3 * GiB, ("sequential", None, "rowwise", False): 4 * GiB,
-            ("sequential", None, "weight_only", False): 3 * GiB}
+    loop = {("sequential", None, None, False): 3 * GiB, ("sequential", None, "gemm", False): 4 * GiB,
+            ("sequential", None, "weight-only", False): 3 * GiB}
     rows = {r.mode: r for r in memory.inference_modes(w, peaks, loop_peaks=loop)}
     assert list(rows) == ["none", "model", "group", "fp8+none", "fp8+model", "fp8+group"]
-    everything = w.total
-    assert rows["none"].gpu_bytes == memory.with_margin(everything + 6 * GiB)
+    everything = w.total  # 46.5 GiB
+    # none: the text stage holds everything (+1 GiB of umT5 activations); later stages everything but umT5
+    assert rows["none"].gpu_bytes == memory.with_margin(everything + GiB)
+    assert rows["none"].parts["gpu_keep_umt5"] == memory.with_margin(everything + 6 * GiB)  # the app keeps umT5
     assert rows["model"].gpu_bytes == memory.with_margin(35 * GiB + GiB // 2 + 3 * GiB)  # denoiser + VAE + loop
-    assert rows["group"].gpu_bytes == memory.with_margin(10 * GiB + GiB // 2 + GiB + GiB)  # umT5 + VAE + root + act
+    # group: VAE 0.5 + root 1 + 2 slots of 0.75, + umT5 10 and its 1 GiB of activations
+    assert rows["group"].gpu_bytes == memory.with_margin(GiB // 2 + GiB + 2 * (3 * GiB // 4) + 10 * GiB + GiB)
+    assert rows["fp8+group"].gpu_bytes == memory.with_margin(GiB // 2 + GiB + 2 * (3 * GiB // 8) + 10 * GiB + GiB)
     assert rows["fp8+model"].gpu_bytes == memory.with_margin(18 * GiB + GiB // 2 + 4 * GiB)  # larger FP8 kind
-    assert rows["fp8+none"].gpu_bytes == memory.with_margin(everything - 17 * GiB + 6 * GiB)
+    assert rows["fp8+none"].gpu_bytes == memory.with_margin(everything - 17 * GiB + GiB)
     host = memory.HOST_PROCESS_BYTES
+    # host: every mode first loads every model (46.5 GiB); then none keeps nothing, model keeps every model,
+    # group keeps umT5 + CLIP + the pinned slabs (11 + 36 = 47 GiB: more than loading)
+    assert rows["none"].host_bytes == everything + host and rows["none"].parts["host_after_release"] == host
     assert rows["model"].host_bytes == everything + host
-    assert rows["group"].host_bytes == everything + 2 * GiB + host
-    assert rows["fp8+group"].host_bytes == everything - 17 * GiB + GiB + host
+    assert rows["model"].parts["host_after_release"] == everything - 10 * GiB + host
+    assert rows["group"].host_bytes == 47 * GiB + host and rows["group"].parts["host_after_release"] == 37 * GiB + host
+    assert rows["fp8+model"].parts["host_after_release"] == everything - 17 * GiB - 10 * GiB + host
+    assert rows["fp8+group"].host_bytes == everything + host  # loading (bf16) is the peak
+    assert rows["fp8+group"].parts["host_after_release"] == GiB + 18 * GiB + host
     assert memory.lightest_mode(list(rows.values()), 80).mode == "none"
     assert memory.lightest_mode(list(rows.values()), 45).mode == "model"
-    assert memory.lightest_mode(list(rows.values()), 15).mode == "group"
+    assert memory.lightest_mode(list(rows.values()), 17).mode == "group"
     with pytest.raises(ValueError, match="no mode fits 4 GiB"):
         memory.lightest_mode(list(rows.values()), 4)
+
+
+def test_multi_rank_rows_count_umt5_on_rank_0_only():
+    """CFG-parallel (2 ranks), by hand: rank 0 alone loads umT5 (loads first, the other rank waits at a barrier,
+    then loads everything but umT5 while rank 0 holds its models) and releases it once the prompts are cached;
+    the other rank never holds it on the GPU."""
+    w = _synthetic_weights()
+    host = memory.HOST_PROCESS_BYTES
+    everything, umt5 = w.total, 10 * GiB
+    # model: rank 0 holds every model (46.5) while rank 1 loads all but umT5 (36.5); after release 36.5 + 36.5
+    assert memory.host_bytes(w, "model", ranks=2) == 2 * host + everything + (everything - umt5)
+    assert memory.host_bytes(w, "model", ranks=2, released=True) == 2 * host + 2 * (everything - umt5)
+    # group: rank 0 holds umT5 + CLIP + slabs (47) while rank 1 peaks at max(loading 36.5, packing
+    # CLIP 1 + VAE 0.5 + blocks 34 + 0.5 = 36, sampling CLIP 1 + slabs 36 = 37)
+    assert memory.host_bytes(w, "group", ranks=2) == 2 * host + 47 * GiB + 37 * GiB
+    assert memory.host_bytes(w, "group", ranks=2, released=True) == 2 * host + 37 * GiB + 37 * GiB
+    # none: only loading needs host RAM: rank 0 alone (46.5), then rank 1 (36.5) while rank 0 holds nothing
+    assert memory.host_bytes(w, "none", ranks=2) == 2 * host + everything
+    peaks = {"text_encoder": GiB, "image_encoder": GiB // 4, "vae_encode": 5 * GiB, "vae_decode": 6 * GiB}
+    loop = {("parallel", None, None, False): 3 * GiB}
+    row = memory.estimate_mode(w, peaks, loop, memory.InferenceMode("none", cfg="parallel"))
+    assert row.parts["gpu_rank0"] == memory.with_margin(everything + GiB)  # the text stage, umT5 on the GPU
+    assert row.parts["gpu_other_ranks"] == memory.with_margin(everything - umt5 + 6 * GiB)  # no umT5 ever
+    assert row.gpu_bytes == row.parts["gpu_rank0"] and "rank 1" in row.note
+
+
+class _StandInStream:
+    """CPU stand-in for group offload's copy stream (events are placeholders)."""
+
+    def wait_event(self, event):
+        pass
+
+    def record_event(self, event=None):
+        return None
+
+
+@pytest.mark.parametrize("fp8", [None, "gemm"])
+def test_group_offload_sizes_are_the_streamers_allocations(monkeypatch, fp8):
+    """The estimator's group-offload sizes (read on the meta device) against what a real BlockStreamer allocates
+    on the tiny model (CPU stand-in stream, pinned slabs asked for, 64 KiB slabs so that there are several):
+    every host slab (size and order), the device slots, the root kept on the device, and the most the slabs
+    allocated exceed the bytes packed into them while packing (originals are released as they are copied)."""
+    from longvie.acceleration.fp8 import apply_fp8
+
+    monkeypatch.setattr(offload, "SLAB_BYTES", 64 * 1024)
+    arch = memory.architecture("tiny")
+    with torch.device("meta"):
+        meta = memory.build_models(arch, parts=("denoiser",))["denoiser"]
+    if fp8:
+        apply_fp8(meta, fp8)
+    estimated = memory.stream_sizes(meta)
+
+    torch.manual_seed(0)
+    denoiser = memory.build_models(arch, parts=("denoiser",))["denoiser"]
+    if fp8:
+        apply_fp8(denoiser, fp8)
+    events = []  # ("slab", bytes) per host allocation, ("packed", bytes) per block tensor bound to its host copy
+    real_allocate, real_bind = offload._allocate_host, offload._bind
+
+    def allocate(nbytes, pin):
+        assert pin
+        events.append(("slab", nbytes))
+        return real_allocate(nbytes, False)  # page-locking needs a CUDA driver
+
+    def bind(module, kind, name, tensor):
+        if events:  # after the first slab: the packing of the block tensors (the root moved before)
+            events.append(("packed", tensor.numel() * tensor.element_size()))
+        real_bind(module, kind, name, tensor)
+
+    monkeypatch.setattr(offload, "_allocate_host", allocate)
+    monkeypatch.setattr(offload, "_bind", bind)
+    streamer = offload.BlockStreamer(denoiser, torch.device("cpu"), stream=_StandInStream(), pin=True)
+    slabs = tuple(n for kind, n in events if kind == "slab")
+    assert len(slabs) > 3 and slabs == estimated.slabs and streamer.pinned_bytes == estimated.pinned
+    assert len(streamer.slots) * streamer.slot_bytes == estimated.slots and streamer.slot_bytes == estimated.slot
+    assert streamer.root_bytes == estimated.root and streamer.block_bytes == estimated.blocks
+    allocated = packed = extra = 0
+    for kind, nbytes in events:
+        if kind == "slab":
+            allocated += nbytes
+            extra = max(extra, allocated - packed)
+        else:
+            packed += nbytes
+    assert packed == estimated.blocks and extra == estimated.pack_extra
 
 
 def test_tiny_rows_against_an_independent_count():
@@ -387,7 +561,16 @@ def test_tiny_rows_against_an_independent_count():
              "vae_encode": size["vae"] + size["image_encoder"], "denoise": size["denoiser"] + size["vae"],
              "vae_decode": size["vae"]}
     assert rows["model"].gpu_bytes == memory.with_margin(max(model[s] + stages[s] for s in stages))
-    assert rows["none"].gpu_bytes == memory.with_margin(sum(size.values()) + max(stages.values()))
+    everything = sum(size.values())  # umT5 on the GPU for the text stage only (released before clip 0)
+    later = max(v for k, v in stages.items() if k != "text_encoder")
+    assert rows["none"].gpu_bytes == memory.with_margin(max(everything + stages["text_encoder"],
+                                                            everything - size["text_encoder"] + later))
+    assert rows["none"].parts["gpu_keep_umt5"] == memory.with_margin(everything + max(stages.values()))
+    # group: what a real streamer keeps on its device (CPU stand-in stream): the root and its slots, + the VAE
+    streamer = apply_group_offload(models["denoiser"], torch.device("cpu"), stream=_StandInStream())
+    base = size["vae"] + streamer.root_bytes + len(streamer.slots) * streamer.slot_bytes
+    group = {"text_encoder": base + size["text_encoder"], "image_encoder": base + size["image_encoder"]}
+    assert rows["group"].gpu_bytes == memory.with_margin(max([group.get(s, base) + stages[s] for s in stages]))
 
 
 # ------------------------------------------------------------------------------------------------ training

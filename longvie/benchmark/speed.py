@@ -364,14 +364,9 @@ def _gib(value):
 
 def estimated_gpu_peaks(args, results: list[dict]) -> None:
     """Add ``estimated_gpu_bytes`` to each result: the memory estimator's GPU peak (margin included) for
-<<<<<<< ours
-    this clip shape with everything on the GPU (the benchmark's placement; FP8 rows: the estimator's
-    "fp8+none"), one or two guidance branches per call."""
-=======
     this clip shape with everything on the GPU (the benchmark's placement; "fp8" is the estimator's
     "fp8+none"), one or two guidance branches per call, with umT5 kept on the GPU as the benchmark's
     pipeline keeps it (the sample CLI releases it: the estimator's main rows)."""
->>>>>>> theirs
     from ..acceleration.memory import architecture, estimate_memory
 
     arch = architecture("tiny" if args.preset == "tiny" else "longvie2_i2v_14b", num_frames=args.frames,
@@ -379,14 +374,9 @@ def estimated_gpu_peaks(args, results: list[dict]) -> None:
     rows_by_batch = {}
     for result in results:
         mode = result["mode"]
-<<<<<<< ours
-        placement = mode.removeprefix("offload-") if mode.startswith(("offload-", "fp8+")) else \
-            "fp8+none" if mode == "fp8" else "none"
-=======
         placement = mode.removeprefix("offload-") if mode.startswith(("offload-", "fp8+")) else "none"
         if mode == "fp8":
             placement = "fp8+none"
->>>>>>> theirs
         batch = 2 if mode == "cfg-batch" else 1
         if batch not in rows_by_batch:
             rows_by_batch[batch] = {row.mode: row.parts.get("gpu_keep_umt5", row.gpu_bytes)

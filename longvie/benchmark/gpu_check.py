@@ -836,8 +836,10 @@ def render(records: list[dict]) -> str:
                   f"history frames ({loaded.get('clip_tokens', '?')} + {loaded.get('history_tokens', '?')} tokens), "
                   f"{facts.get('steps')} steps, CFG 5 (fast: 4 steps, no guidance); "
                   f"speed-up = exact s/step / the row's s/step; diff and PSNR against the exact clip (random weights: "
-                  f"only the speed means something); est. = the memory estimator's GPU peak for the row's placement"
-                  f"{', est./meas. its ratio to the measured peak' if cuda else ''}.", ""]
+                  f"only the speed means something); est. = the memory estimator's GPU peak for the row's placement "
+                  f"with umT5 kept on the GPU as here (cache rows: its step-cache model, firstblock's residual, "
+                  f"which TeaCache and MagCache keep too){', est./meas. its ratio to the measured peak' if cuda else ''}.",
+                  ""]
         header = ["row", "result", "s/step", "s/clip", "speed-up", "TFLOP/s", "MFU", "peak GPU GiB", "est. GPU GiB"]
         header += ["est./meas."] if cuda else ["peak RSS GiB"]
         header += ["max diff", "PSNR dB", "notes"]

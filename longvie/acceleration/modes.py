@@ -41,7 +41,7 @@ from .compile import CompileConfig, apply_regional_compile, compile_targets, ind
 from .fp8 import KINDS as FP8_KINDS
 from .fp8 import FP8Linear, apply_fp8, fp8_target_names, scaled_mm_support, summarize_names
 from .offload import MODES as OFFLOAD_MODES
-from .offload import apply_group_offload, enable_offload
+from .offload import apply_group_offload
 
 FP8_CHOICES = ("off", "auto", *FP8_KINDS)  # "auto": "gemm" where the device runs it, else "weight-only"
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs

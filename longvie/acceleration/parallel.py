@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist

@@ -38,9 +38,8 @@ from typing import Callable, Iterator, Sequence
 from ..camera.paths import DEFAULT_ANGLE_RATE, PRESETS
 from ..longvideo.run_state import RedoRequest
 from ..media.atomic import atomic_write_json
-from .engine import JobCancelled, JobControl, JobEvent, Studio, _slug
+from .engine import JobCancelled, JobControl, JobEvent, Studio, _slug, sampler_hooks
 from .inputs import IMAGE_SUFFIXES, PLACEHOLDER_PREFIX, SETTING_LABELS, AppInputError, check_page_settings
-from .preview import preview_every, preview_strip
 from .runs import INPUTS_DIR
 
 __all__ = ["CameraRequest", "CheckedCamera", "CameraJobs", "CAMERA_DIR", "REQUEST_FILE", "CAMERA_FIELDS",
@@ -480,7 +479,7 @@ def continue_explore(studio: Studio, run_dir: Path, offload: str | None, redo, e
     spec = PathSpec(preset=record["path"], speed=record.get("speed"),
                     angle=float(record.get("angle") or DEFAULT_ANGLE_RATE))
     num_clips = int(record["clips"])
-    on_step, on_preview, on_clip_done = _sampler_hooks(studio, run_dir, num_clips,
+    on_step, on_preview, on_clip_done = sampler_hooks(studio, run_dir, num_clips,
                                                        int(config["sampling"]["steps"]), emit, control)
     emit(JobEvent("status", "Loading the model ..." if offload not in studio.pipes else "Starting ...",
                   run_dir=run_dir, num_clips=num_clips))
@@ -530,43 +529,11 @@ def _stage_progress(emit, control: JobControl, run_dir: Path | None = None) -> C
     return progress
 
 
-def _sampler_hooks(studio: Studio, run_dir: Path, num_clips: int, steps: int, emit, control: JobControl):
-    """``on_step`` (progress, step delay, cancel), ``on_preview`` and ``on_clip_done`` for the sampler, as
-    :meth:`Studio._generate` makes them."""
-    every = preview_every(steps)
-
-    def on_step(clip: int, step: int, steps: int) -> None:
-        emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
-        if studio.step_delay:
-            time.sleep(studio.step_delay)
-        if control.cancel.is_set():
-            logger.info("cancelled from the page during clip %d after step %d/%d; clip %d is not kept",
-                        clip, step, steps, clip)
-            raise JobCancelled
-
-    def on_preview(clip: int, step: int, steps: int, x0) -> None:
-        if step % every and step != steps:
-            return
-        try:
-            image = preview_strip(x0)
-        except ValueError:
-            return
-        emit(JobEvent("preview", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips,
-                      image=image))
-
-    def on_clip_done(clip: int) -> None:
-        emit(JobEvent("clip", f"clip {clip} finished ({clip + 1} of {num_clips})", run_dir=run_dir, clip=clip,
-                      num_clips=num_clips))
-
-    return on_step, on_preview, on_clip_done
-
-
 def _page_worded(work, checked: CheckedCamera):
     """``work`` whose camera-library errors (found once the depth is known) read in the page's words."""
+    from ..camera.depth import DepthModelError
     from ..camera.geometry import CameraInputError
     from ..camera.paths import CameraPathError
-
-    from ..camera.depth import DepthModelError
 
     def wrapped(emit, control):
         try:

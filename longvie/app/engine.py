@@ -310,30 +310,7 @@ class Studio:
             from ..longvideo.loras import lora_records
 
             settings = replace(settings, loras=lora_records(check_loras(loras, self.config.get("model")))[0])
-        every = preview_every(settings.steps)
-
-        def on_step(clip: int, step: int, steps: int) -> None:
-            emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
-            if self.step_delay:
-                time.sleep(self.step_delay)
-            if control.cancel.is_set():  # logged into run.log too (the sampler's file handler is on "longvie")
-                logger.info("cancelled from the page during clip %d after step %d/%d; clip %d is not kept",
-                            clip, step, steps, clip)
-                raise JobCancelled
-
-        def on_preview(clip: int, step: int, steps: int, x0) -> None:
-            if step % every and step != steps:
-                return
-            try:
-                image = preview_strip(x0)
-            except ValueError:  # latents of another kind (not 16 channels): no preview, the job goes on
-                return
-            emit(JobEvent("preview", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips,
-                          image=image))
-
-        def on_clip_done(clip: int) -> None:
-            emit(JobEvent("clip", f"clip {clip} finished ({clip + 1} of {num_clips})", run_dir=run_dir, clip=clip,
-                          num_clips=num_clips))
+        on_step, on_preview, on_clip_done = sampler_hooks(self, run_dir, num_clips, settings.steps, emit, control)
 
         loaded = (offload, loras) if loras else offload
         emit(JobEvent("status", "Loading the model ..." if loaded not in self.pipes else "Starting ...",
@@ -601,3 +578,34 @@ def describe_error(err: BaseException) -> str:
                     "smaller resolution, and resume the run.")
         return str(err)
     return f"Internal error ({type(err).__name__}: {err}). The details are in the server log."
+
+
+def sampler_hooks(studio: Studio, run_dir: Path, num_clips: int, steps: int, emit, control: JobControl):
+    """``on_step`` (progress, step delay, cancel), ``on_preview`` and ``on_clip_done`` for a sampler run of a
+    job: the main tab's runs (:meth:`Studio._generate`) and the camera tab's (``app.camera``)."""
+    every = preview_every(steps)
+
+    def on_step(clip: int, step: int, steps: int) -> None:
+        emit(JobEvent("step", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips))
+        if studio.step_delay:
+            time.sleep(studio.step_delay)
+        if control.cancel.is_set():
+            logger.info("cancelled from the page during clip %d after step %d/%d; clip %d is not kept",
+                        clip, step, steps, clip)
+            raise JobCancelled
+
+    def on_preview(clip: int, step: int, steps: int, x0) -> None:
+        if step % every and step != steps:
+            return
+        try:
+            image = preview_strip(x0)
+        except ValueError:
+            return
+        emit(JobEvent("preview", run_dir=run_dir, clip=clip, step=step, steps=steps, num_clips=num_clips,
+                      image=image))
+
+    def on_clip_done(clip: int) -> None:
+        emit(JobEvent("clip", f"clip {clip} finished ({clip + 1} of {num_clips})", run_dir=run_dir, clip=clip,
+                      num_clips=num_clips))
+
+    return on_step, on_preview, on_clip_done

@@ -186,21 +186,11 @@ def report(parts: dict, rows: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .speed import add_model_arguments
+
     parser = argparse.ArgumentParser(prog="python -m longvie.benchmark --amdahl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny", "release"], default="tiny")
-    parser.add_argument("--random-weights", action="store_true", help="release shapes with random weights")
-    parser.add_argument("--base-dir", help="Wan2.1-I2V folder (real weights)")
-    parser.add_argument("--longvie-dir", help="LongVie 2 folder (control.safetensors)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bfloat16 on CUDA, float32 on CPU)")
-    parser.add_argument("--attention", default="auto", help="attention backend (auto, native, flash, ...)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--frames", type=int, default=None, help="pixel frames per clip (tiny 9, release 81)")
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (tiny 4, release 50)")
-    parser.add_argument("--cfg", type=float, default=5.0, help="guidance scale (1 = no guidance)")
+    add_model_arguments(parser)
     parser.add_argument("--ranks", type=int, nargs="+", default=list(DEFAULT_RANKS),
                         help="rank counts to predict (the last one gives the serial fraction) [1 2 4 8]")
     parser.add_argument("--json", type=Path, default=None, help="write the parts and predictions here")

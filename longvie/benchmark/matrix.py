@@ -135,14 +135,13 @@ def build_master(preset: str, dtype: torch.dtype, device: torch.device):
 
         from ..models import LongVieControlBranch
         from ..presets.tiny import randomize_
-
         from .speed import _built_on
 
         config, layers = dict(RELEASE_TRANSFORMER), 12
         torch.manual_seed(0)
         transformer = _built_on(device, dtype, lambda: WanTransformer3DModel(**config))  # in dtype: no fp32 copy
-        control = _built_on(device, dtype, lambda: LongVieControlBranch(
-            **LongVieControlBranch.config_for(transformer.config, layers)))
+        control_config = LongVieControlBranch.config_for(transformer.config, layers)
+        control = _built_on(device, dtype, lambda: LongVieControlBranch(**control_config))
         denoiser = _assemble(transformer, control)
         randomize_(denoiser, scale=0.02)
     master = host_master(denoiser, dtype)

@@ -407,9 +407,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m longvie.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, device and clip-shape options every benchmark shares (speed, --amdahl)."""
     parser.add_argument("--preset", choices=["tiny", "release"], default="tiny")
     parser.add_argument("--random-weights", action="store_true", help="release shapes with random weights")
     parser.add_argument("--base-dir", help="Wan2.1-I2V folder (real weights)")
@@ -423,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (tiny 4, release 50)")
     parser.add_argument("--cfg", type=float, default=5.0, help="guidance scale (1 = no guidance)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m longvie.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument("--history", action="store_true", help="pass 8 history frames (clips after the first)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: from the GPU name)")
     parser.add_argument("--no-warmup", action="store_true")

@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as err:  # noqa: BLE001 - one line here, the traceback in a log file
         from ..longvideo.cli import cache_dir
-
         from ..media.output_dir import is_ours
 
         ours = args.out is not None and args.out.is_dir() and is_ours(args.out)  # never add files to a user's folder

@@ -165,10 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
+    from ..media.output_dir import OutputDirError, claim_output_dir, mark_output_dir
     from .backends import load_backends
     from .evaluate import evaluate_files
-
-    from ..media.output_dir import OutputDirError, claim_output_dir, mark_output_dir
 
     try:
         claim_output_dir(args.out, "benchmark output", kind=BENCH_KIND)

@@ -185,7 +185,8 @@ class LongViePipeline(DiffusionPipeline):
         prompts run no umT5; under torchrun rank 0 encodes and broadcasts. ``release_text_encoder``: then drop
         umT5 from GPU and host memory (a prompt not cached later loads it again for that call). Returns the
         number of prompts encoded. See :mod:`longvie.sampling.distributed`."""
-        from .distributed import cache_prompts, release_text_encoder as release
+        from .distributed import cache_prompts
+        from .distributed import release_text_encoder as release
 
         count = cache_prompts(self, _as_prompt_batch(prompts, "prompts"))
         if release_text_encoder:

@@ -63,8 +63,15 @@ def stage_outputs(pipe):
     prompts = [kwargs["prompt"], "a second prompt"]
     out = {}
     if pipe._parallel is None:
-        from longvie.sampling.conditioning import (clip_pixel_values, control_condition, encode_image, encode_prompt,
-                                                   image_condition, vae_decode, vae_encode)
+        from longvie.sampling.conditioning import (
+            clip_pixel_values,
+            control_condition,
+            encode_image,
+            encode_prompt,
+            image_condition,
+            vae_decode,
+            vae_encode,
+        )
 
         out["prompt_embeds"] = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts[:1], "cpu", torch.float32)
         out["negative_embeds"] = encode_prompt(pipe.tokenizer, pipe.text_encoder, ["no"], "cpu", torch.float32)

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from longvie.acceleration import parallel
-from longvie.acceleration.parallel import (assign_tasks, clip_token_counts, local_rank_problem, makespan,
-                                           parallel_problems, sequence_parallel_backend_support, split_sizes)
+from longvie.acceleration.parallel import (
+    assign_tasks,
+    clip_token_counts,
+    local_rank_problem,
+    makespan,
+    parallel_problems,
+    sequence_parallel_backend_support,
+    split_sizes,
+)
 
 
 def test_split_sizes_cover_every_token_once():

@@ -14,7 +14,6 @@ camera-path-error, camera-prompt-error, camera-error.
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 from dataclasses import dataclass
@@ -269,31 +268,25 @@ def wire_camera_tab(tab: CameraTab, ctx: SimpleNamespace) -> None:
         yield {**errors_update([], ""), ctx.message: ok_message("Rendering the camera path ..."),
                ctx.current_job: job.id, tab.stages: render_camera_stages({}), tab.path_plot: None,
                tab.preview_video: None}
-        seen = -1
-        while True:
-            version = manager.version
-            if version != seen:
-                seen = version
-                snap = manager.snapshot(job)
-                text, _ = ctx.job_status(job, snap, owner)
-                update = {tab.stages: render_camera_stages(snap["stages"], text)}
-                final = snap["final"]
-                if final is not None:
-                    if final.kind == "done":
-                        update.update({tab.path_plot: page.cached(folder / "path_topdown.png"),
-                                       tab.preview_video: page.cached(folder / "preview.mp4"),
-                                       tab.state: {"folder": str(folder), "key": checked.controls_key()},
-                                       ctx.message: ok_message(final.message)})
-                    elif final.kind == "error":
-                        problems = [line[2:] if line.startswith("- ") else line
-                                    for line in page.scrub(final.message).splitlines() if line.strip()]
-                        update.update(errors_update(problems, "preview the path"))
-                    else:
-                        update[ctx.message] = ok_message(final.message)
-                    yield update
-                    return
+        async for snap in manager.snapshots(job):
+            text, _ = ctx.job_status(job, snap, owner)
+            update = {tab.stages: render_camera_stages(snap["stages"], text)}
+            final = snap["final"]
+            if final is not None:
+                if final.kind == "done":
+                    update.update({tab.path_plot: page.cached(folder / "path_topdown.png"),
+                                   tab.preview_video: page.cached(folder / "preview.mp4"),
+                                   tab.state: {"folder": str(folder), "key": checked.controls_key()},
+                                   ctx.message: ok_message(final.message)})
+                elif final.kind == "error":
+                    problems = [line[2:] if line.startswith("- ") else line
+                                for line in page.scrub(final.message).splitlines() if line.strip()]
+                    update.update(errors_update(problems, "preview the path"))
+                else:
+                    update[ctx.message] = ok_message(final.message)
                 yield update
-            await asyncio.sleep(0.2)
+                return
+            yield update
 
     preview_event = tab.preview_button.click(
         on_preview, fields, error_outputs + [ctx.current_job, tab.stages, tab.path_plot, tab.preview_video,

@@ -11,6 +11,7 @@ on the :class:`Job`; every change bumps one version counter that followers wait 
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
@@ -101,6 +102,20 @@ class JobManager:
         with self._changed:
             self._changed.wait_for(lambda: self._version != seen, timeout=timeout)
             return self._version
+
+    async def snapshots(self, job: Job, idle: bool = False, poll: float = 0.2):
+        """A page's view of ``job``: its :meth:`snapshot` each time something changed (looked at every ``poll``
+        seconds without blocking the server's event loop); with ``idle``, also None on the ticks without a change
+        (for a follower that must notice it was replaced)."""
+        seen = -1
+        while True:
+            version = self.version
+            if version != seen:
+                seen = version
+                yield self.snapshot(job)
+            elif idle:
+                yield None
+            await asyncio.sleep(poll)
 
     def snapshot(self, job: Job) -> dict:
         """A consistent copy of what a page shows of ``job``."""

@@ -16,7 +16,6 @@ page's words.
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import html
 import logging
@@ -665,46 +664,43 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
             if not page.can_view(job.owner, viewer):
                 yield {message: error_message(f"Run {token}: not found.", title="Cannot show that run:")}
                 return
-            seen, clips_key, preview_seen = -1, None, 0
-            while True:
-                version = manager.version
-                if version != seen:
-                    seen = version
-                    snap = manager.snapshot(job)
-                    text, bar = job_status(job, snap, viewer)
-                    update = {status: html.escape(text), progress_bar: bar}
-                    key = (tuple(snap["finished_clips"]), snap["active_clip"], snap["final"] is not None)
-                    if key != clips_key and snap["run_dir"] is not None:
-                        clips_key = key
-                        update[clips] = render_clips(studio.clip_views(snap["run_dir"]), active=snap["active_clip"],
-                                                     url=page.url)
-                    if snap["preview_version"] != preview_seen and snap["preview"] is not None:
-                        preview_seen = snap["preview_version"]
-                        clip, step, steps = snap["preview_step"]
-                        update[preview] = gr.update(value=snap["preview"],
-                                                    label=f"Live preview · clip {clip}, step {step}/{steps}")
-                    final = snap["final"]
-                    if final is not None:
-                        if final.kind in ("done", "stopped") and final.video is not None and final.video.is_file():
-                            cached = page.cached(final.video)
-                            update.update({final_video: cached, downloads: [cached]})
-                        if final.kind == "error":
-                            update[message] = error_message(page.scrub(final.message),
-                                                            title="The job stopped with an error:")
-                        else:
-                            update[message] = ok_message(final.message)
-                        update[runs] = gr.update(choices=page.run_choices(viewer),
-                                                 value=token if job.owner == viewer and job.kind != "extract"
-                                                 else None)
-                        if page.still_following(hash_, token):
-                            yield update
-                        return
+            clips_key, preview_seen = None, 0
+            async for snap in manager.snapshots(job, idle=True):
+                if snap is None:  # nothing changed: stop if this page follows something else now
                     if not page.still_following(hash_, token):
-                        return  # this page follows something else now
-                    yield update
-                if not page.still_following(hash_, token):
+                        return
+                    continue
+                text, bar = job_status(job, snap, viewer)
+                update = {status: html.escape(text), progress_bar: bar}
+                key = (tuple(snap["finished_clips"]), snap["active_clip"], snap["final"] is not None)
+                if key != clips_key and snap["run_dir"] is not None:
+                    clips_key = key
+                    update[clips] = render_clips(studio.clip_views(snap["run_dir"]), active=snap["active_clip"],
+                                                 url=page.url)
+                if snap["preview_version"] != preview_seen and snap["preview"] is not None:
+                    preview_seen = snap["preview_version"]
+                    clip, step, steps = snap["preview_step"]
+                    update[preview] = gr.update(value=snap["preview"],
+                                                label=f"Live preview · clip {clip}, step {step}/{steps}")
+                final = snap["final"]
+                if final is not None:
+                    if final.kind in ("done", "stopped") and final.video is not None and final.video.is_file():
+                        cached = page.cached(final.video)
+                        update.update({final_video: cached, downloads: [cached]})
+                    if final.kind == "error":
+                        update[message] = error_message(page.scrub(final.message),
+                                                        title="The job stopped with an error:")
+                    else:
+                        update[message] = ok_message(final.message)
+                    update[runs] = gr.update(choices=page.run_choices(viewer),
+                                             value=token if job.owner == viewer and job.kind != "extract"
+                                             else None)
+                    if page.still_following(hash_, token):
+                        yield update
                     return
-                await asyncio.sleep(0.2)
+                if not page.still_following(hash_, token):
+                    return  # this page follows something else now
+                yield update
 
         follow_outputs = [message, status, progress_bar, clips, preview, final_video, downloads, runs]
 
@@ -922,40 +918,34 @@ def build_app(studio: Studio, manager: JobManager | None = None, allowed: Allowe
                                  lambda control: studio.extract(_path(video), options, control, owner=owner))
             start_following(job_id, request)
             yield {message: ok_message("Extraction queued."), current_job: job_id, inputs_error: ""}
-            seen = -1
-            while True:
-                version = manager.version
-                if version != seen:
-                    seen = version
-                    snap = manager.snapshot(job)
-                    text, _ = job_status(job, snap, owner)
-                    update = {stages: render_stages(snap["stages"]), status: html.escape(text)}
-                    final = snap["final"]
-                    if final is not None:
-                        if final.kind == "done":
-                            try:
-                                src, texts = folder_source(final.folder, owner)
-                            except AppInputError as err:
-                                update[message] = error_message("\n".join(err.problems))
-                            else:
-                                ups = page.set_uploads(request, depth=[], track=[])
-                                update.update(refresh_controls(src, ups, None, [], texts, frames, height_, width_))
-                                update.update({source: src, loaded_prompts: texts,
-                                               prompts: prompt_rows(texts), message: ok_message(final.message),
-                                               folder: str(Path(final.folder).relative_to(studio.outputs.parent))
-                                               if Path(final.folder).is_relative_to(studio.outputs.parent)
-                                               else final.folder.name,
-                                               first_frame: None, depth_files: None, track_files: None})
-                        elif final.kind == "error":
-                            text = page.scrub(final.message)
-                            update[message] = error_message(text, title="Extraction stopped:")
-                            update[inputs_error] = error_message(text, title="Driving video:")
+            async for snap in manager.snapshots(job):
+                text, _ = job_status(job, snap, owner)
+                update = {stages: render_stages(snap["stages"]), status: html.escape(text)}
+                final = snap["final"]
+                if final is not None:
+                    if final.kind == "done":
+                        try:
+                            src, texts = folder_source(final.folder, owner)
+                        except AppInputError as err:
+                            update[message] = error_message("\n".join(err.problems))
                         else:
-                            update[message] = ok_message(final.message)
-                        yield update
-                        return
+                            ups = page.set_uploads(request, depth=[], track=[])
+                            update.update(refresh_controls(src, ups, None, [], texts, frames, height_, width_))
+                            update.update({source: src, loaded_prompts: texts,
+                                           prompts: prompt_rows(texts), message: ok_message(final.message),
+                                           folder: str(Path(final.folder).relative_to(studio.outputs.parent))
+                                           if Path(final.folder).is_relative_to(studio.outputs.parent)
+                                           else final.folder.name,
+                                           first_frame: None, depth_files: None, track_files: None})
+                    elif final.kind == "error":
+                        text = page.scrub(final.message)
+                        update[message] = error_message(text, title="Extraction stopped:")
+                        update[inputs_error] = error_message(text, title="Driving video:")
+                    else:
+                        update[message] = ok_message(final.message)
                     yield update
-                await asyncio.sleep(0.2)
+                    return
+                yield update
 
         extract.click(on_extract, [driving, depth_npy, vda_checkpoint, depth_model, local_files, tracker, grid,
                                    frame_step, session, source, num_frames, height, width],

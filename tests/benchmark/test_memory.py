@@ -182,11 +182,10 @@ def test_fp8_rule_keeps_what_the_issue_names():
 
 
 # -------------------------------------------------------------------------------- denoiser intermediates
-def test_nothing_outlives_its_use_between_blocks():
-    """Live bytes at the entry of every main block of a real (tiny, float32) denoiser call = the prepared
-    clip + the per-call timestep tensors + the block's input (+ the control streams while control blocks
-    follow), summed from shapes. The latent tokens, the input tokens, each control residual and the
-    control streams after the last control block are freed once read."""
+def _tiny_call_counts():
+    """A tiny float32 denoiser, its call inputs, and the element counts of what one call holds throughout:
+    ``prepared`` (context, control context, image/history tokens, dense, sparse, RoPE tables) and ``per_call``
+    (sinusoid, temb, t_mod, control t_mod)."""
     torch.manual_seed(0)
     arch = memory.architecture("tiny")
     denoiser = memory.build_models(arch, dtype=torch.float32, parts=("denoiser",))["denoiser"]
@@ -201,6 +200,15 @@ def test_nothing_outlives_its_use_between_blocks():
     prepared = (context * dim + context * half + n * dim + nh * dim + 2 * n * half
                 + 2 * (nh + n) * head_dim + 2 * n * head_dim)  # context, control context, image/history tokens,
     per_call = t.freq_dim + dim + 6 * dim + 6 * half  # dense, sparse, RoPE tables; sinusoid, temb, t_mod, ctrl t_mod
+    return arch, denoiser, inputs, t, dim, half, n, nh, prepared, per_call
+
+
+def test_nothing_outlives_its_use_between_blocks():
+    """Live bytes at the entry of every main block of a real (tiny, float32) denoiser call = the prepared
+    clip + the per-call timestep tensors + the block's input (+ the control streams while control blocks
+    follow), summed from shapes. The latent tokens, the input tokens, each control residual and the
+    control streams after the last control block are freed once read."""
+    arch, denoiser, inputs, t, dim, half, n, nh, prepared, per_call = _tiny_call_counts()
     seen = []
     with memory.LiveTensorBytes() as tracker, torch.no_grad():
         hooks = [block.register_forward_pre_hook(lambda module, args, i=i: seen.append((i, tracker.rescan())))
@@ -223,20 +231,7 @@ def test_the_first_block_cache_keeps_only_what_it_reads():
     not kept through blocks 1..: the cache hands them over (the output is the plain path's, bit for bit)."""
     from longvie.acceleration.step_cache import StepCacheConfig, make_step_cache
 
-    torch.manual_seed(0)
-    arch = memory.architecture("tiny")
-    denoiser = memory.build_models(arch, dtype=torch.float32, parts=("denoiser",))["denoiser"]
-    inputs = memory.denoiser_inputs(arch, torch.float32)
-    t = denoiser.transformer.config
-    dim, half = t.num_attention_heads * t.attention_head_dim, t.num_attention_heads * t.attention_head_dim // 2
-    frames, height, width = arch.latent_grid
-    n = frames * (height // 2) * (width // 2)
-    nh = arch.history_latent_frames * (height // 2) * (width // 2)
-    context = inputs["image_embeds"].shape[1] + inputs["text_embeds"].shape[1]
-    head_dim = t.attention_head_dim
-    prepared = (context * dim + context * half + n * dim + nh * dim + 2 * n * half
-                + 2 * (nh + n) * head_dim + 2 * n * head_dim)
-    per_call = t.freq_dim + dim + 6 * dim + 6 * half
+    arch, denoiser, inputs, t, dim, half, n, nh, prepared, per_call = _tiny_call_counts()
     cache = make_step_cache(StepCacheConfig("firstblock", threshold=0.0, full_first_steps=0, full_last_steps=0), 2)
     seen = []
     with torch.no_grad():
